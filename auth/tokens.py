@@ -1,0 +1,123 @@
+"""API tokens: minted once, shown once, stored as SHA-256, checked on every request.
+
+Tokens are 256-bit random strings, so a fast hash is enough (no password stretching needed: there is
+nothing to brute-force), and the per-request check stays far below a millisecond.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+
+from auth.errors import InvalidToken, UnknownRole
+from auth.models import ApiToken
+from auth.principals import Principal, Role
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["TokenService"]
+
+_TOKEN_PREFIX = "wp_"
+_table = ApiToken.__table__  # type: ignore[attr-defined]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenService:
+    """Mint, verify, list and revoke API tokens.
+
+    Verified tokens are cached for `cache_seconds`, so a revocation takes effect within that time.
+    """
+
+    def __init__(self, engine: Engine, *, cache_seconds: float = 10.0) -> None:
+        """Use the tables in `engine`'s database."""
+        self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, name: str, role: str, *, valid_days: int | None = None) -> str:
+        """Mint a token and return it; only its digest is kept.
+
+        Raises:
+            UnknownRole: `role` is not admin, uploader or viewer.
+        """
+        try:
+            checked_role = Role(role)
+        except ValueError as exc:
+            allowed = ", ".join(r.value for r in Role)
+            raise UnknownRole(f"role {role!r} is unknown; use one of: {allowed}") from exc
+        token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self._engine.begin() as connection:
+            connection.execute(
+                _table.insert().values(
+                    name=name,
+                    role=checked_role.value,
+                    token_hash=_digest(token),
+                    created_at=now,
+                    expires_at=None if valid_days is None else now + timedelta(days=valid_days),
+                )
+            )
+        return token
+
+    def verify(self, token: str) -> Principal:
+        """The principal a bearer token stands for.
+
+        Raises:
+            InvalidToken: unknown, revoked or expired.
+        """
+        digest = _digest(token)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with self._engine.connect() as connection:
+            row = connection.execute(select(_table).where(_table.c.token_hash == digest)).first()
+        if row is None or row.revoked_at is not None:
+            raise InvalidToken("the bearer token is unknown or revoked; ask an admin for a new one")
+        if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
+            raise InvalidToken("the bearer token has expired; ask an admin for a new one")
+        principal = Principal(name=row.name, role=Role(row.role), token_id=row.id)
+        self._touch(row.id)
+        with self._lock:
+            self._cache[digest] = (now + self._cache_seconds, principal)
+        return principal
+
+    def list(self) -> list[dict[str, object]]:
+        """Every token's public facts (never the token or its digest)."""
+        columns = [_table.c[name] for name in ("id", "name", "role", "created_at", "expires_at", "last_used_at", "revoked_at")]
+        with self._engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(select(*columns).order_by(_table.c.id))]
+
+    def revoke(self, token_id: int) -> bool:
+        """Revoke a token by id; False when there is no such token."""
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                update(_table).where(_table.c.id == token_id).values(revoked_at=datetime.now(UTC))
+            )
+        with self._lock:
+            self._cache = {k: v for k, v in self._cache.items() if v[1].token_id != token_id}
+        return bool(result.rowcount)
+
+    def _touch(self, token_id: int) -> None:
+        # Written on cache misses only, so at most once per cache period per token per worker.
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(_table).where(_table.c.id == token_id).values(last_used_at=datetime.now(UTC))
+            )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes; they were written in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,106 @@
+"""Management API: API tokens, server status, the readiness probe and the OpenAPI document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import version
+from typing import Any, Final
+
+import anyio.to_thread
+from litestar import Request, Response, delete, get, post
+from litestar.exceptions import NotFoundException
+
+from dicomweb.context import app_context
+from dicomweb.security import admin_only
+
+__all__ = ["ADMIN_HANDLERS"]
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A token to mint: a name to recognise it by, a role, an optional validity in days."""
+
+    name: str
+    role: str
+    valid_days: int | None = None
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    """The new token, shown once: only its digest is kept."""
+
+    token: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's public facts (never the token)."""
+
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the archive holds."""
+
+    version: str
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+@post("/api/tokens", guards=[admin_only], tags=["admin"], operation_id="CreateToken", sync_to_thread=True)
+def create_token(request: Request[Any, Any, Any], data: TokenRequest) -> MintedToken:
+    """Mint an API token (admin only)."""
+    token = app_context(request).tokens.create(data.name, data.role, valid_days=data.valid_days)
+    return MintedToken(token=token, name=data.name, role=data.role)
+
+
+@get("/api/tokens", guards=[admin_only], tags=["admin"], operation_id="ListTokens", sync_to_thread=True)
+def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
+    """Every API token's public facts (admin only)."""
+    return [TokenInfo(**row) for row in app_context(request).tokens.list()]  # type: ignore[arg-type]
+
+
+@delete("/api/tokens/{token_id:int}", guards=[admin_only], tags=["admin"], operation_id="RevokeToken", sync_to_thread=True)
+def revoke_token(request: Request[Any, Any, Any], token_id: int) -> None:
+    """Revoke a token (admin only); it stops working within seconds."""
+    if not app_context(request).tokens.revoke(token_id):
+        raise NotFoundException(f"there is no token with id {token_id}")
+
+
+@get("/api/status", tags=["admin"], operation_id="GetStatus", sync_to_thread=True)
+def status(request: Request[Any, Any, Any]) -> Status:
+    """Counts of what the archive holds, and the server version."""
+    counts = app_context(request).archive.index.counts()
+    return Status(version("webpacs"), counts.studies, counts.series, counts.instances, counts.bytes)
+
+
+@get("/healthz", tags=["health"], operation_id="Health", exclude_from_auth=True)
+async def health(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    """Readiness: 200 when the database and the blob store answer, 503 otherwise (public)."""
+    context = app_context(request)
+    problems = await anyio.to_thread.run_sync(context.archive.readiness_problems)
+    if problems:
+        return Response({"status": "unavailable", **problems}, status_code=503)
+    return Response({"status": "ok"})
+
+
+@get("/openapi.json", tags=["health"], operation_id="OpenApi", exclude_from_auth=True, include_in_schema=False)
+async def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The OpenAPI description of every route (public)."""
+    schema: dict[str, Any] = request.app.openapi_schema.to_schema()
+    return schema
+
+
+ADMIN_HANDLERS: Final = [create_token, list_tokens, revoke_token, status, health, openapi_document]

@@ -1,0 +1,70 @@
+"""The composition root: build the archive from settings and mount every route on one Litestar app."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from importlib.metadata import version
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from auth.tokens import TokenService
+from dicomweb.admin import ADMIN_HANDLERS
+from dicomweb.deletion import DELETE_HANDLERS
+from dicomweb.context import AppContext
+from dicomweb.errors import EXCEPTION_HANDLERS
+from dicomweb.qido import QIDO_HANDLERS
+from dicomweb.security import authentication
+from dicomweb.settings import Settings
+from dicomweb.stow import STOW_HANDLERS
+from dicomweb.wado import WADO_HANDLERS
+from dicomweb.wado_uri import WADO_URI_HANDLERS
+from storage.archive import Archive
+from storage.blobs import open_blob_store
+from storage.index import Index
+from storage.index.database import open_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["build_context", "create_app", "create_app_from_env"]
+
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
+    """Open the index and the blob store named by `settings` (the schema must be migrated)."""
+    engine = engine or open_engine(settings.effective_database_url)
+    archive = Archive(Index(engine), open_blob_store(settings.effective_blob_url))
+    return AppContext(settings=settings, archive=archive, tokens=TokenService(engine))
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The whole HTTP application for `settings`."""
+    context = build_context(settings)
+    # Spooled parts of requests that a previous process never finished.
+    shutil.rmtree(context.archive.blobs.staging_dir(), ignore_errors=True)
+    context.archive.blobs.staging_dir().mkdir(parents=True, exist_ok=True)
+    return Litestar(
+        route_handlers=[*QIDO_HANDLERS, *WADO_HANDLERS, *STOW_HANDLERS, *WADO_URI_HANDLERS, *DELETE_HANDLERS, *ADMIN_HANDLERS],
+        middleware=[authentication()],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        state=State({"context": context}),
+        openapi_config=OpenAPIConfig(
+            title="webpacs",
+            version=version("webpacs"),
+            description="DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) and management API of webpacs.",
+            path="/schema",
+            render_plugins=[],
+        ),
+        request_max_body_size=settings.max_request_bytes,
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for uvicorn workers: settings come from WEBPACS_* variables."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,56 @@
+"""What every handler needs from the app: the archive, the settings, the public base URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from storage.errors import InvalidQuery
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+    from auth.tokens import TokenService
+    from dicomweb.settings import Settings
+    from storage.archive import Archive
+
+__all__ = ["AppContext", "app_context", "dicomweb_base", "query_pairs"]
+
+DICOMWEB_ROOT = "/dicomweb"
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """The composition root's objects, kept in `app.state.context`."""
+
+    settings: Settings
+    archive: Archive
+    tokens: TokenService
+
+
+def app_context(request: Request[object, object, object]) -> AppContext:
+    """The AppContext of the app serving `request`."""
+    context: AppContext = request.app.state.context
+    return context
+
+
+def dicomweb_base(request: Request[object, object, object]) -> str:
+    """The DICOMweb base URL clients should use (RetrieveURL, BulkDataURI)."""
+    public = app_context(request).settings.public_url
+    root = public.rstrip("/") if public else str(request.base_url).rstrip("/")
+    return root + DICOMWEB_ROOT
+
+
+def query_pairs(request: Request[object, object, object]) -> list[tuple[str, str]]:
+    """The query string as decoded (name, value) pairs, repeats kept, '+' read as a space.
+
+    Raises:
+        InvalidQuery: the percent-encoding does not decode to UTF-8.
+    """
+    raw = request.scope.get("query_string", b"")
+    try:
+        text = raw.decode("ascii")
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InvalidQuery(f"the query string is not percent-encoded UTF-8 ({exc})") from exc

@@ -1,0 +1,52 @@
+"""Delete studies, series and instances (admin only): index first, then the bytes."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import anyio.to_thread
+from litestar import Request, Response, delete
+
+from auth.principals import Permission
+from dicomweb.context import app_context
+from dicomweb.security import require
+
+__all__ = ["DELETE_HANDLERS"]
+
+_common: Final[dict[str, Any]] = {
+    "guards": [require(Permission.DELETE)],
+    "tags": ["Delete"],
+    "status_code": 200,
+}
+
+
+async def _delete(request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None) -> Response[dict[str, int]]:
+    archive = app_context(request).archive
+    count = await anyio.to_thread.run_sync(lambda: archive.delete(study, series, instance))
+    return Response({"deleted_instances": count})
+
+
+@delete("/dicomweb/studies/{study:str}", operation_id="DeleteStudy", summary="Delete a study", **_common)
+async def delete_study(request: Request[Any, Any, Any], study: str) -> Response[dict[str, int]]:
+    """Remove every instance of the study from the index, then their bytes."""
+    return await _delete(request, study)
+
+
+@delete("/dicomweb/studies/{study:str}/series/{series:str}", operation_id="DeleteSeries", summary="Delete a series", **_common)
+async def delete_series(request: Request[Any, Any, Any], study: str, series: str) -> Response[dict[str, int]]:
+    """Remove every instance of the series."""
+    return await _delete(request, study, series)
+
+
+@delete(
+    "/dicomweb/studies/{study:str}/series/{series:str}/instances/{instance:str}",
+    operation_id="DeleteInstance",
+    summary="Delete an instance",
+    **_common,
+)
+async def delete_instance(request: Request[Any, Any, Any], study: str, series: str, instance: str) -> Response[dict[str, int]]:
+    """Remove one instance."""
+    return await _delete(request, study, series, instance)
+
+
+DELETE_HANDLERS: Final = [delete_study, delete_series, delete_instance]

@@ -1,0 +1,210 @@
+"""STOW-RS: store instances from a streamed multipart/related body (PS3.18 §10.5).
+
+Each part is spooled to a file as it arrives and stored in a worker thread while the next part is
+still being received. Every instance succeeds or fails on its own; the response lists both.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, post
+from litestar.exceptions import ClientException, HTTPException
+
+from auth.principals import Permission
+from dicomweb.context import app_context, dicomweb_base
+from dicomweb.media import DICOM_JSON
+from dicomweb.security import require
+from storage.dicom.failure_reasons import CANNOT_UNDERSTAND, ERROR_PROCESSING
+from storage.dicom.media_types import parse_content_type
+from storage.dicom.multipart import MultipartReader, Part, multipart_boundary
+from storage.errors import ArchiveError, InvalidInstance, InvalidMediaType, MalformedMultipart, MultipartLimitExceeded
+
+if TYPE_CHECKING:
+    from dicomweb.context import AppContext
+    from storage.archive import StoreResult
+
+__all__ = ["STOW_HANDLERS"]
+
+log = logging.getLogger(__name__)
+
+_DICOM: Final = "application/dicom"
+# Parts stored at once per request: one parses while another is being written and fsynced.
+_PARALLEL_STORES: Final = 2
+
+# DICOM JSON tags of the Store Instances response (PS3.18 §10.5.3, Table 10.5.3-2).
+_RETRIEVE_URL: Final = "00081190"
+_FAILED_SOP_SEQUENCE: Final = "00081198"
+_REFERENCED_SOP_SEQUENCE: Final = "00081199"
+_REFERENCED_SOP_CLASS_UID: Final = "00081150"
+_REFERENCED_SOP_INSTANCE_UID: Final = "00081155"
+_FAILURE_REASON: Final = "00081197"
+_WARNING_REASON: Final = "00081196"
+_ERROR_COMMENT: Final = "00000902"
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    part: int
+    reason: int
+    comment: str
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+
+
+async def _store_instances(request: Request[Any, Any, Any], study_uid: str | None) -> Response[bytes]:
+    context = app_context(request)
+    boundary = _checked_boundary(request, context)
+    outcomes: dict[int, StoreResult | _Failure] = {}
+    limiter = anyio.CapacityLimiter(_PARALLEL_STORES)
+    body_error: str | None = None
+    spool_dir = context.archive.blobs.staging_dir()
+    reader = MultipartReader(boundary, spool_dir, max_part_size=context.settings.max_request_bytes)
+    try:
+        async with anyio.create_task_group() as group:
+            try:
+                async for chunk in request.stream():
+                    for part in reader.feed(chunk):
+                        group.start_soon(_store_part, context, part, study_uid, limiter, outcomes)
+                reader.finish()
+            except MultipartLimitExceeded as exc:
+                raise HTTPException(status_code=413, detail=str(exc)) from exc
+            except MalformedMultipart as exc:
+                body_error = str(exc)
+                cut = reader.incomplete_part
+                if cut is not None:
+                    outcomes[cut.number] = _Failure(cut.number, CANNOT_UNDERSTAND, f"part {cut.number} is incomplete: {exc}")
+    finally:
+        reader.close()
+    return _store_response(request, outcomes, body_error, study_uid)
+
+
+def _checked_boundary(request: Request[Any, Any, Any], context: AppContext) -> str:
+    """The body's boundary, after checking media type and size (415, 400, 413 otherwise)."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        media_type, params = parse_content_type(content_type)
+    except InvalidMediaType as exc:
+        raise HTTPException(status_code=415, detail=str(exc)) from exc
+    part_type = params.get("type", _DICOM).lower()
+    if media_type != "multipart/related" or part_type != _DICOM:
+        raise HTTPException(
+            status_code=415,
+            detail=f'STOW-RS here takes multipart/related; type="application/dicom", not {content_type or "no Content-Type"!r}',
+        )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > context.settings.max_request_bytes:
+        raise HTTPException(
+            status_code=413,
+            detail=f"the body has {length} bytes, above this server's limit of {context.settings.max_request_bytes}; send fewer instances per request",
+        )
+    try:
+        return multipart_boundary(content_type)
+    except MalformedMultipart as exc:
+        raise ClientException(str(exc)) from exc
+
+
+async def _store_part(
+    context: AppContext,
+    part: Part,
+    study_uid: str | None,
+    limiter: anyio.CapacityLimiter,
+    outcomes: dict[int, StoreResult | _Failure],
+) -> None:
+    if part.content_type not in (None, _DICOM):
+        part.path.unlink(missing_ok=True)
+        outcomes[part.number] = _Failure(
+            part.number, CANNOT_UNDERSTAND, f"part {part.number} is {part.content_type}; only application/dicom parts are stored"
+        )
+        return
+    try:
+        outcomes[part.number] = await anyio.to_thread.run_sync(
+            lambda: context.archive.store(part.path, part.sha256, study_uid=study_uid), limiter=limiter
+        )
+    except InvalidInstance as exc:
+        outcomes[part.number] = _Failure(part.number, exc.failure_reason, f"part {part.number}: {exc}", exc.sop_class_uid, exc.sop_instance_uid)
+    except ArchiveError as exc:
+        log.error("storing part %d failed: %s", part.number, exc)
+        outcomes[part.number] = _Failure(part.number, ERROR_PROCESSING, f"part {part.number}: {exc}")
+
+
+def _store_response(
+    request: Request[Any, Any, Any], outcomes: dict[int, StoreResult | _Failure], body_error: str | None, study_uid: str | None
+) -> Response[bytes]:
+    base = dicomweb_base(request)
+    stored = [outcome for _, outcome in sorted(outcomes.items()) if not isinstance(outcome, _Failure)]
+    failed = [outcome for _, outcome in sorted(outcomes.items()) if isinstance(outcome, _Failure)]
+    if body_error is not None and not stored and not failed:
+        raise ClientException(body_error)
+    answer: dict[str, Any] = {}
+    studies = {result.study_uid for result in stored}
+    if study_uid is not None or len(studies) == 1:
+        answer[_RETRIEVE_URL] = _url(f"{base}/studies/{study_uid or next(iter(studies))}")
+    if stored:
+        answer[_REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_referenced_item(base, result) for result in stored]}
+    if failed:
+        answer[_FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_failed_item(failure) for failure in failed]}
+    if body_error is not None:
+        answer[_ERROR_COMMENT] = {"vr": "LO", "Value": [body_error]}
+    if stored:
+        status = 202 if failed or body_error is not None else 200
+    else:
+        status = 400 if body_error is not None else 409
+    for failure in failed:
+        log.info("STOW part %d not stored: %s", failure.part, failure.comment)
+    headers = {"Warning": f'299 webpacs "{body_error}"'} if body_error else None
+    return Response(content=msgspec.json.encode(answer), status_code=status, media_type=DICOM_JSON, headers=headers)
+
+
+def _url(value: str) -> dict[str, Any]:
+    return {"vr": "UR", "Value": [value]}
+
+
+def _referenced_item(base: str, result: StoreResult) -> dict[str, Any]:
+    return {
+        _REFERENCED_SOP_CLASS_UID: {"vr": "UI", "Value": [result.sop_class_uid]},
+        _REFERENCED_SOP_INSTANCE_UID: {"vr": "UI", "Value": [result.sop_uid]},
+        _RETRIEVE_URL: _url(f"{base}/studies/{result.study_uid}/series/{result.series_uid}/instances/{result.sop_uid}"),
+    }
+
+
+def _failed_item(failure: _Failure) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if failure.sop_class_uid:
+        item[_REFERENCED_SOP_CLASS_UID] = {"vr": "UI", "Value": [failure.sop_class_uid]}
+    if failure.sop_instance_uid:
+        item[_REFERENCED_SOP_INSTANCE_UID] = {"vr": "UI", "Value": [failure.sop_instance_uid]}
+    item[_FAILURE_REASON] = {"vr": "US", "Value": [failure.reason]}
+    # Not a PS3.18 attribute of the item, but what every client shows a person: the reason in words.
+    item[_ERROR_COMMENT] = {"vr": "LO", "Value": [failure.comment]}
+    return item
+
+
+_store_permission = require(Permission.STORE)
+_common: Final[dict[str, Any]] = {
+    "guards": [_store_permission],
+    "tags": ["STOW-RS"],
+    "request_max_body_size": None,  # enforced while streaming, against the configured limit
+    "media_type": DICOM_JSON,
+    "status_code": 200,
+}
+
+
+@post("/dicomweb/studies", operation_id="StoreInstances", summary="Store instances", **_common)
+async def store_instances(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """STOW-RS: store the instances of a multipart/related; type="application/dicom" body."""
+    return await _store_instances(request, None)
+
+
+@post("/dicomweb/studies/{study:str}", operation_id="StoreStudyInstances", summary="Store instances of one study", **_common)
+async def store_study_instances(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
+    """STOW-RS into one study: instances of another study are refused (PS3.18 §10.5.1)."""
+    return await _store_instances(request, study)
+
+
+STOW_HANDLERS: Final = [store_instances, store_study_instances]

@@ -1,0 +1,313 @@
+"""The bridge's only door to the archive: DICOMweb (STOW-RS, QIDO-RS, WADO-RS) and `/api`, with a token.
+
+One `httpx.Client` per process, shared by every association thread (httpx clients are thread-safe),
+so connections are kept alive and reused instead of one TCP handshake per DIMSE operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
+
+import httpx
+from python_multipart import MultipartParser
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from dimse_bridge.settings import BridgeSettings
+
+__all__ = [
+    "BridgeError",
+    "DicomNode",
+    "DicomWebClient",
+    "DicomWebError",
+    "ServerUnreachable",
+    "StoredInstance",
+    "StowResult",
+]
+
+_DICOM_JSON: Final = "application/dicom+json"
+_CHUNK: Final = 1024 * 1024
+
+# STOW-RS response attributes (PS3.18 §10.5.3, Table 10.5.3-1).
+_REFERENCED_SOP_SEQUENCE: Final = "00081199"
+_FAILED_SOP_SEQUENCE: Final = "00081198"
+_REFERENCED_SOP_INSTANCE_UID: Final = "00081155"
+_FAILURE_REASON: Final = "00081197"
+_WARNING_REASON: Final = "00081196"
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class ServerUnreachable(BridgeError):
+    """The server could not be reached or did not answer in time."""
+
+
+class DicomWebError(BridgeError):
+    """The server answered with an HTTP error status.
+
+    Attributes:
+        status_code: the HTTP status.
+        detail: the start of the response body, for the log.
+    """
+
+    def __init__(self, method: str, url: str, status_code: int, detail: str) -> None:
+        super().__init__(f"{method} {url} -> HTTP {status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """The server's verdict on one instance of a STOW-RS request.
+
+    Attributes:
+        stored: True when listed in ReferencedSOPSequence.
+        reason: WarningReason (stored) or FailureReason (not stored); None when none was given.
+    """
+
+    stored: bool
+    reason: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StowResult:
+    """A whole STOW-RS response: the HTTP status and the verdict per SOP Instance UID."""
+
+    http_status: int
+    instances: Mapping[str, StoredInstance]
+
+
+@dataclass(frozen=True, slots=True)
+class DicomNode:
+    """One remote DICOM node of the AE registry, as `GET /api/dicom-nodes` lists it."""
+
+    ae_title: str
+    host: str
+    port: int
+    allow_store: bool
+    allow_find: bool
+    allow_move: bool
+
+
+class DicomWebClient:
+    """Blocking DICOMweb + API client for the association threads.
+
+    Raises (from every method):
+        ServerUnreachable: transport failure or timeout.
+        DicomWebError: the server answered with a 4xx/5xx status (STOW-RS 409 excepted: it carries
+            per-instance failure reasons and is returned as a `StowResult`).
+    """
+
+    def __init__(self, settings: BridgeSettings, transport: httpx.BaseTransport | None = None) -> None:
+        """Open the connection pool (connections are made on first use)."""
+        self._base = settings.server_url
+        self._page_size = settings.qido_page_size
+        self._http = httpx.Client(
+            base_url=settings.server_url,
+            headers={"Authorization": f"Bearer {settings.token}"},
+            timeout=settings.http_timeout,
+            limits=httpx.Limits(max_connections=settings.max_associations + settings.stow_concurrency),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._http.close()
+
+    def _request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, content: Any = None,
+    ) -> httpx.Response:  # fmt: skip
+        try:
+            response = self._http.request(method, path, params=params, headers=headers, content=content)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"{method} {self._base}{path}: {exc!r}") from exc
+        return response
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response, allowed: tuple[int, ...] = ()) -> None:
+        if response.status_code >= 400 and response.status_code not in allowed:
+            raise DicomWebError(
+                response.request.method, str(response.request.url), response.status_code,
+                response.text[:500],
+            )  # fmt: skip
+
+    def store_instances(self, files: Sequence[Path]) -> StowResult:
+        """STOW-RS the Part-10 files in one `multipart/related` request, streamed from disk.
+
+        Raises:
+            ServerUnreachable: see the class.
+            DicomWebError: any error status but 409 (which lists per-instance failures).
+        """
+        boundary = "webpacs-bridge-" + secrets.token_hex(16)
+        heads = [
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii") for _ in files
+        ]
+        tail = f"--{boundary}--\r\n".encode("ascii")
+        length = sum(len(h) + p.stat().st_size + 2 for h, p in zip(heads, files, strict=True)) + len(tail)
+
+        def body() -> Iterator[bytes]:
+            for head, path in zip(heads, files, strict=True):
+                yield head
+                with path.open("rb") as fp:
+                    while chunk := fp.read(_CHUNK):
+                        yield chunk
+                yield b"\r\n"
+            yield tail
+
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Content-Length": str(length),
+            "Accept": _DICOM_JSON,
+        }
+        response = self._request("POST", "/dicomweb/studies", headers=headers, content=body())
+        # PS3.18 §10.5.3: 409 means none stored, and its body still says why for each instance.
+        self._raise_for_status(response, allowed=(409,))
+        return StowResult(response.status_code, _parse_stow_response(response))
+
+    def search(self, path: str, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+        """QIDO-RS `/dicomweb{path}`, paging with limit/offset; yields DICOM JSON objects.
+
+        Raises:
+            ServerUnreachable: see the class.
+            DicomWebError: see the class (400 for a query the server cannot understand).
+        """
+        offset = 0
+        while True:
+            page_params = {**params, "limit": str(self._page_size), "offset": str(offset)}
+            response = self._request(
+                "GET", "/dicomweb" + path, params=page_params, headers={"Accept": _DICOM_JSON}
+            )
+            self._raise_for_status(response)
+            items: list[dict[str, Any]] = response.json() if response.content else []
+            yield from items
+            # PS3.18 §8.3.4.4: a server that cut the answer short says so in a Warning header, and
+            # may use a smaller page than asked; a short page without a warning is the last one.
+            truncated = "warning" in response.headers
+            if not items or (len(items) < self._page_size and not truncated):
+                return
+            offset += len(items)
+
+    @contextlib.contextmanager
+    def retrieve(self, path: str, directory: Path) -> Iterator[Iterator[Path]]:
+        """WADO-RS `/dicomweb{path}` as stored (`transfer-syntax=*`); each part spooled to a file.
+
+        Use as a context manager; the inner iterator yields one temporary Part-10 file per part,
+        in `directory`, which the caller deletes. Only one part is held at a time.
+
+        Raises:
+            ServerUnreachable: see the class.
+            DicomWebError: see the class (404: nothing to retrieve).
+        """
+        headers = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+        try:
+            with self._http.stream("GET", "/dicomweb" + path, headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                self._raise_for_status(response)
+                yield _spool_parts(response, directory)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"GET {self._base}/dicomweb{path}: {exc!r}") from exc
+
+    def list_nodes(self) -> list[DicomNode]:
+        """The AE registry (`GET /api/dicom-nodes`).
+
+        Raises:
+            ServerUnreachable: see the class.
+            DicomWebError: see the class (403: the token is not an admin or service token).
+        """
+        response = self._request("GET", "/api/dicom-nodes", headers={"Accept": "application/json"})
+        self._raise_for_status(response)
+        return [
+            DicomNode(
+                ae_title=str(item["ae_title"]).strip(),
+                host=str(item["host"]),
+                port=int(item["port"]),
+                allow_store=bool(item.get("allow_store", True)),
+                allow_find=bool(item.get("allow_find", True)),
+                allow_move=bool(item.get("allow_move", True)),
+            )
+            for item in response.json()
+        ]
+
+
+def _parse_stow_response(response: httpx.Response) -> dict[str, StoredInstance]:
+    if not response.content:
+        return {}
+    body = response.json()
+    verdicts: dict[str, StoredInstance] = {}
+    for item in _items(body, _FAILED_SOP_SEQUENCE):
+        uid = _first(item, _REFERENCED_SOP_INSTANCE_UID)
+        if isinstance(uid, str):
+            reason = _first(item, _FAILURE_REASON)
+            verdicts[uid] = StoredInstance(stored=False, reason=reason if isinstance(reason, int) else None)
+    for item in _items(body, _REFERENCED_SOP_SEQUENCE):
+        uid = _first(item, _REFERENCED_SOP_INSTANCE_UID)
+        if isinstance(uid, str):
+            reason = _first(item, _WARNING_REASON)
+            verdicts[uid] = StoredInstance(stored=True, reason=reason if isinstance(reason, int) else None)
+    return verdicts
+
+
+def _items(body: Any, tag: str) -> list[dict[str, Any]]:
+    element = body.get(tag) if isinstance(body, dict) else None
+    value = element.get("Value") if isinstance(element, dict) else None
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _first(item: dict[str, Any], tag: str) -> Any:
+    element = item.get(tag)
+    value = element.get("Value") if isinstance(element, dict) else None
+    return value[0] if isinstance(value, list) and value else None
+
+
+def _boundary(content_type: str) -> str:
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        if name.strip().lower() == "boundary":
+            return value.strip().strip('"')
+    raise BridgeError(f"WADO-RS answered {content_type!r}, a multipart type without a boundary")
+
+
+def _spool_parts(response: httpx.Response, directory: Path) -> Iterator[Path]:
+    """Yield each body part of a streamed multipart response as a file, one part in hand at a time."""
+    boundary = _boundary(response.headers.get("content-type", ""))
+    finished: list[Path] = []
+    current: list[BinaryIO] = []
+
+    def on_part_begin() -> None:
+        current.append(tempfile.NamedTemporaryFile(dir=directory, suffix=".dcm", delete=False))  # noqa: SIM115  # closed in on_part_end, deleted by the caller
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        current[-1].write(data[start:end])
+
+    def on_part_end() -> None:
+        part = current.pop()
+        part.close()
+        finished.append(Path(part.name))
+
+    parser = MultipartParser(
+        boundary,
+        {"on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end},
+    )
+    try:
+        for chunk in response.iter_bytes(_CHUNK):
+            parser.write(chunk)
+            while finished:
+                yield finished.pop(0)
+        parser.finalize()
+        while finished:
+            yield finished.pop(0)
+    finally:
+        for fp in current:
+            fp.close()
+        for leftover in [*finished, *(Path(fp.name) for fp in current)]:
+            leftover.unlink(missing_ok=True)

@@ -1,0 +1,383 @@
+"""C-MOVE and C-GET SCP (PS3.4 Annex C.4.2, C.4.3): one path, QIDO-RS + WADO-RS -> C-STORE sub-operations.
+
+The instances to send are listed with QIDO-RS, fetched with WADO-RS as stored (one multipart stream
+per study or series, spooled part by part, so a study is never held in memory) and handed to
+pynetdicom, which runs the C-STORE sub-operations, counts them in the Pending responses and
+builds the Failed SOP Instance UID List (PS3.4 §C.4.2.1.4.2). An instance goes as stored when the
+receiver accepted its transfer syntax; otherwise it is decompressed to Explicit VR Little Endian,
+which pynetdicom re-encodes to Implicit VR Little Endian when that is what was accepted. An
+instance that cannot be converted or fetched is a failed sub-operation, never an aborted
+association.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+
+from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
+from dimse_bridge.handlers.find import InvalidIdentifier, LEVELS_BY_SOP_CLASS, qido_value
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+    from pynetdicom.presentation import PresentationContext
+
+    from dimse_bridge.activity import ActivityLog
+    from dimse_bridge.client import DicomWebClient
+    from dimse_bridge.registry import NodeRegistry
+
+__all__ = [
+    "InstanceRef",
+    "RetrieveStatus",
+    "accepted_syntaxes",
+    "choose_transfer_syntax",
+    "handle_get",
+    "handle_move",
+    "list_instances",
+    "requested_contexts",
+    "status_for_error",
+]
+
+_LOG = logging.getLogger(__name__)
+
+
+class RetrieveStatus(IntEnum):
+    """C-MOVE / C-GET response statuses: PS3.4 Tables C.4-2 and C.4-3, and PS3.7 Annex C."""
+
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    CANCEL = 0xFE00
+    WARNING_SUB_OPERATIONS_FAILED = 0xB000
+    REFUSED_OUT_OF_RESOURCES_MATCHES = 0xA701
+    REFUSED_OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702
+    REFUSED_MOVE_DESTINATION_UNKNOWN = 0xA801
+    ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    ERROR_UNABLE_TO_PROCESS = 0xC000
+    REFUSED_NOT_AUTHORIZED = 0x0124  # PS3.7 §C.5.7
+
+
+# PS3.18 §10.6.3 Table 10.6.3-5: Available Transfer Syntax UID (0008,3002) lists the syntax the
+# instance is stored in; asking for it lets the bridge propose that syntax to a C-MOVE receiver.
+_INCLUDE: Final = "StudyInstanceUID,SeriesInstanceUID,SOPClassUID,SOPInstanceUID,00083002"
+_UNCOMPRESSED: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+# PS3.8 §9.3.2.2: a presentation context ID is an odd number 1-255, so at most 128 contexts.
+_MAX_CONTEXTS: Final = 128
+# Instance UIDs per QIDO-RS request at IMAGE level, to keep URLs short.
+_UIDS_PER_QUERY: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRef:
+    """One instance to send, as QIDO-RS listed it."""
+
+    study: str
+    series: str
+    sop_instance: str
+    sop_class: str
+    transfer_syntax: str | None
+
+
+def _uids(identifier: Dataset, keyword: str) -> list[str]:
+    element = identifier.data_element(keyword) if keyword in identifier else None
+    value = qido_value(element) if element is not None else None
+    return value.split(",") if value else []
+
+
+def _json_text(item: Mapping[str, Any], tag: str) -> str | None:
+    element = item.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return str(values[0]) if isinstance(values, list) and values else None
+
+
+def list_instances(client: DicomWebClient, identifier: Dataset, sop_class_uid: str) -> tuple[str, list[InstanceRef]]:
+    """The retrieval level and every instance the identifier's unique keys select (PS3.4 §C.4.2.2.1).
+
+    Raises:
+        InvalidIdentifier: unknown level, or the unique key of the level is missing.
+        ServerUnreachable: see `DicomWebClient`.
+        DicomWebError: see `DicomWebClient`.
+    """
+    levels = LEVELS_BY_SOP_CLASS.get(sop_class_uid)
+    level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if levels is None or level not in levels:
+        raise InvalidIdentifier(f"QueryRetrieveLevel {level!r} is not a level of {sop_class_uid}")
+    unique_key = {
+        "PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+        "IMAGE": "SOPInstanceUID",
+    }[level]  # fmt: skip
+    keys = _uids(identifier, unique_key)
+    if not keys:
+        raise InvalidIdentifier(f"a {level}-level retrieval needs {unique_key} (PS3.4 §C.4.2.2.1)")
+    queries: list[tuple[str, dict[str, str]]] = []
+    if level == "PATIENT":
+        studies = {
+            uid
+            for key in keys
+            for item in client.search("/studies", {"PatientID": key, "includefield": "StudyInstanceUID"})
+            if (uid := _json_text(item, "0020000D"))
+        }
+        queries = [(f"/studies/{quote(s, safe='')}/instances", {}) for s in sorted(studies)]
+    elif level == "STUDY":
+        queries = [(f"/studies/{quote(s, safe='')}/instances", {}) for s in keys]
+    else:
+        parents = {"StudyInstanceUID": ",".join(_uids(identifier, "StudyInstanceUID"))}
+        if level == "IMAGE":
+            parents["SeriesInstanceUID"] = ",".join(_uids(identifier, "SeriesInstanceUID"))
+        parents = {k: v for k, v in parents.items() if v}
+        for start in range(0, len(keys), _UIDS_PER_QUERY):
+            chunk = ",".join(keys[start : start + _UIDS_PER_QUERY])
+            queries.append(("/instances", {**parents, unique_key: chunk}))
+    refs: dict[str, InstanceRef] = {}
+    for path, params in queries:
+        for item in client.search(path, {**params, "includefield": _INCLUDE}):
+            uid = _json_text(item, "00080018")
+            if not uid or uid in refs:
+                continue
+            refs[uid] = InstanceRef(
+                study=_json_text(item, "0020000D") or path.split("/")[2],
+                series=_json_text(item, "0020000E") or "",
+                sop_instance=uid,
+                sop_class=_json_text(item, "00080016") or "",
+                transfer_syntax=_json_text(item, "00083002"),
+            )
+    return level, list(refs.values())
+
+
+def requested_contexts(refs: list[InstanceRef]) -> list[PresentationContext]:
+    """Presentation contexts to propose to a C-MOVE destination for these instances.
+
+    For each SOP Class one context of the uncompressed syntaxes, which every storage SCP accepts
+    (PS3.5 §10.1), then one per stored syntax, while the 128 context IDs last (PS3.8 §9.3.2.2).
+    """
+    classes = sorted({ref.sop_class for ref in refs if ref.sop_class})
+    contexts = [build_context(sop_class, list(_UNCOMPRESSED)) for sop_class in classes[:_MAX_CONTEXTS]]
+    stored = Counter(
+        (ref.sop_class, ref.transfer_syntax)
+        for ref in refs
+        if ref.sop_class and ref.transfer_syntax and ref.transfer_syntax not in _UNCOMPRESSED
+    )
+    for (sop_class, syntax), _ in stored.most_common(_MAX_CONTEXTS - len(contexts)):
+        contexts.append(build_context(sop_class, [syntax]))
+    return contexts
+
+
+def accepted_syntaxes(contexts: list[PresentationContext]) -> dict[str, set[str]]:
+    """Transfer syntaxes usable for sending each SOP Class, from the accepted contexts."""
+    usable: dict[str, set[str]] = {}
+    for context in contexts:
+        # We send C-STORE requests on these contexts, so we must hold the SCU role on them
+        # (for C-GET the receiver took the SCP role by role selection, PS3.7 §D.3.3.4).
+        if context.as_scu and context.abstract_syntax and context.transfer_syntax:
+            usable.setdefault(str(context.abstract_syntax), set()).add(str(context.transfer_syntax[0]))
+    return usable
+
+
+def choose_transfer_syntax(stored: str, usable: set[str]) -> str | None:
+    """The syntax to send in: as stored if accepted, else an accepted uncompressed one, else None."""
+    if stored in usable:
+        return stored
+    stored_uid = UID(stored)
+    if stored_uid.is_compressed or not stored_uid.is_little_endian:
+        # Decompression gives Explicit VR Little Endian; pynetdicom can re-encode that as Implicit.
+        return next((str(ts) for ts in _UNCOMPRESSED if ts in usable), None)
+    # Uncompressed little endian (deflated included) converts to any accepted uncompressed one.
+    return next((str(ts) for ts in (*_UNCOMPRESSED, stored) if ts in usable), None)
+
+
+class _ConversionFailed(BridgeError):
+    """An instance cannot be sent in any transfer syntax the receiver accepted."""
+
+
+def _prepare(path: Path, usable: Mapping[str, set[str]]) -> Dataset:
+    dataset = dcmread(path)
+    stored = str(dataset.file_meta.TransferSyntaxUID)
+    target = choose_transfer_syntax(stored, usable.get(str(dataset.SOPClassUID), set()))
+    if target is None:
+        raise _ConversionFailed(f"no accepted transfer syntax for {stored} ({dataset.SOPClassUID})")
+    if target != stored and UID(stored).is_compressed:
+        # Same instance in another encoding: keep its SOP Instance UID (PS3.5 §10: a transfer
+        # syntax change does not make a new instance); colour comes out as RGB, as PS3.5 §8.2 asks
+        # of uncompressed YBR_FULL_422 data.
+        dataset.decompress(generate_instance_uid=False)
+    elif not UID(stored).is_little_endian:
+        raise _ConversionFailed(f"{stored} is big endian and the receiver did not accept it")
+    return dataset
+
+
+def _failed_sub_operation(ref: InstanceRef) -> Dataset:
+    """A placeholder pynetdicom cannot send: it counts it failed and lists its SOP Instance UID.
+
+    It has no File Meta, so pynetdicom's `send_c_store` raises before anything goes on the wire;
+    pynetdicom treats that as a failed sub-operation (PS3.4 §C.4.2.1.4.2) and carries on.
+    """
+    placeholder = Dataset()
+    placeholder.SOPClassUID = ref.sop_class or "1.2.840.10008.5.1.4.1.1.7"
+    placeholder.SOPInstanceUID = ref.sop_instance
+    return placeholder
+
+
+def _wado_paths(level: str, refs: list[InstanceRef]) -> list[str]:
+    if level in ("PATIENT", "STUDY"):
+        return [f"/studies/{quote(s, safe='')}" for s in dict.fromkeys(r.study for r in refs)]
+    if level == "SERIES":
+        pairs = dict.fromkeys((r.study, r.series) for r in refs)
+        return [f"/studies/{quote(s, safe='')}/series/{quote(se, safe='')}" for s, se in pairs]
+    return [
+        f"/studies/{quote(r.study, safe='')}/series/{quote(r.series, safe='')}/instances/{quote(r.sop_instance, safe='')}"
+        for r in refs
+    ]
+
+
+def _sub_operations(
+    event: Event, client: DicomWebClient, level: str, refs: list[InstanceRef],
+    usable: Callable[[], Mapping[str, set[str]]], activity_count: Callable[[str], None],
+) -> Iterator[tuple[int, Dataset | None]]:  # fmt: skip
+    pending = {ref.sop_instance: ref for ref in refs}
+    with tempfile.TemporaryDirectory(prefix="webpacs-bridge-") as spool:
+        for wado_path in _wado_paths(level, refs):
+            try:
+                with client.retrieve(wado_path, Path(spool)) as parts:
+                    for part in parts:
+                        try:
+                            uid = str(read_file_meta_info(part).MediaStorageSOPInstanceUID)
+                            ref = pending.pop(uid, None)
+                            if ref is None:
+                                # Stored after the QIDO-RS listing: not part of the counted set.
+                                continue
+                            if event.is_cancelled:
+                                pending[uid] = ref
+                                yield RetrieveStatus.CANCEL, None
+                                return
+                            try:
+                                dataset = _prepare(part, usable())
+                            except (BridgeError, InvalidDicomError, ValueError, NotImplementedError,
+                                    RuntimeError, AttributeError, KeyError) as exc:  # fmt: skip
+                                # pydicom and its pixel plugins raise these when a frame cannot
+                                # be decoded; the instance fails, the retrieval goes on.
+                                _LOG.warning("cannot convert %s for the receiver: %r", uid, exc)
+                                activity_count("sub-operation conversion failed")
+                                dataset = _failed_sub_operation(ref)
+                            yield RetrieveStatus.PENDING, dataset
+                        finally:
+                            part.unlink(missing_ok=True)
+            except BridgeError as exc:
+                _LOG.warning("WADO-RS %s failed: %s", wado_path, exc)
+        # Listed by QIDO-RS but not delivered by WADO-RS: failed sub-operations.
+        for ref in list(pending.values()):
+            if event.is_cancelled:
+                yield RetrieveStatus.CANCEL, None
+                return
+            activity_count("sub-operation not retrievable")
+            yield RetrieveStatus.PENDING, _failed_sub_operation(ref)
+
+
+def status_for_error(error: BridgeError) -> int:
+    """The C-MOVE / C-GET failure status for an error that stops the retrieval before it starts."""
+    if isinstance(error, InvalidIdentifier):
+        return RetrieveStatus.ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    if isinstance(error, DicomWebError):
+        if error.status_code == 400:
+            return RetrieveStatus.ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+        if error.status_code >= 500:
+            return RetrieveStatus.REFUSED_OUT_OF_RESOURCES_MATCHES
+    if isinstance(error, ServerUnreachable):
+        return RetrieveStatus.REFUSED_OUT_OF_RESOURCES_MATCHES
+    return RetrieveStatus.ERROR_UNABLE_TO_PROCESS
+
+
+def _listing(
+    event: Event, client: DicomWebClient, registry: NodeRegistry
+) -> tuple[str, list[InstanceRef]] | int:
+    """The level and instances, or the failure status to answer with."""
+    if not registry.permits(event.assoc.requestor.ae_title, "move"):
+        return RetrieveStatus.REFUSED_NOT_AUTHORIZED
+    try:
+        return list_instances(client, event.identifier, str(event.request.AffectedSOPClassUID))
+    except BridgeError as exc:
+        _LOG.warning("retrieval listing failed: %s", exc)
+        return status_for_error(exc)
+    except (ValueError, TypeError, KeyError) as exc:
+        # pydicom rejects a value of the request identifier.
+        _LOG.warning("retrieval identifier unreadable: %r", exc)
+        return RetrieveStatus.ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+
+
+def handle_move(
+    event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog
+) -> Iterator[Any]:
+    """EVT_C_MOVE: destination from the AE registry, then the sub-operations on a new association.
+
+    pynetdicom's protocol: yield (host, port[, associate kwargs]) or (None, None) for an unknown
+    destination (0xA801), then the number of sub-operations, then (status, dataset) pairs.
+    """
+    activity = activities.of(event.assoc)
+    destination = registry.get(str(event.move_destination or ""))
+    if destination is None:
+        activity.count("C-MOVE to unknown destination")
+        yield None, None
+        return
+    listing = _listing(event, client, registry)
+    if isinstance(listing, int):
+        # pynetdicom only sends a failure after the destination association; it is released at once.
+        activity.count("C-MOVE failed")
+        yield destination.host, destination.port, {"contexts": [build_context(ImplicitVRLittleEndian)]}
+        yield 1
+        yield listing, None
+        return
+    level, refs = listing
+    accepted: list[list[PresentationContext]] = []
+
+    def on_accepted(accept_event: Event) -> None:
+        accepted.append(accept_event.assoc.accepted_contexts)
+
+    kwargs = {
+        "contexts": requested_contexts(refs) or [build_context(ImplicitVRLittleEndian)],
+        "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted)],
+    }
+    yield destination.host, destination.port, kwargs
+    yield len(refs)
+    activity.count("C-MOVE")
+    activity.count("C-MOVE sub-operations", len(refs))
+    yield from _sub_operations(
+        event, client, level, refs, lambda: accepted_syntaxes(accepted[0] if accepted else []),
+        activity.count,
+    )  # fmt: skip
+
+
+def handle_get(
+    event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog
+) -> Iterator[Any]:
+    """EVT_C_GET: the sub-operations go back on the same association, on the contexts where the
+    requestor took the Storage SCP role (PS3.4 §C.4.3, PS3.7 §D.3.3.4).
+
+    pynetdicom's protocol: yield the number of sub-operations, then (status, dataset) pairs.
+    """
+    activity = activities.of(event.assoc)
+    listing = _listing(event, client, registry)
+    if isinstance(listing, int):
+        activity.count("C-GET failed")
+        yield 1
+        yield listing, None
+        return
+    level, refs = listing
+    yield len(refs)
+    activity.count("C-GET")
+    activity.count("C-GET sub-operations", len(refs))
+    yield from _sub_operations(
+        event, client, level, refs, lambda: accepted_syntaxes(event.assoc.accepted_contexts),
+        activity.count,
+    )  # fmt: skip

@@ -1,0 +1,189 @@
+"""The bridge's Application Entity: presentation contexts, event handlers, and the listening server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING, Any, Final
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from dimse_bridge.activity import ActivityLog
+from dimse_bridge.client import DicomWebClient
+from dimse_bridge.handlers.find import handle_find
+from dimse_bridge.handlers.retrieve import handle_get, handle_move
+from dimse_bridge.handlers.store import StowBatcher, handle_store
+from dimse_bridge.registry import NodeRegistry
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    from dimse_bridge.settings import BridgeSettings
+
+__all__ = ["QUERY_RETRIEVE_SOP_CLASSES", "Bridge", "set_tcp_nodelay"]
+
+_LOG = logging.getLogger(__name__)
+
+QUERY_RETRIEVE_SOP_CLASSES: Final = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+# Bigger PDUs mean fewer fragments to reassemble per instance; PS3.8 §9.3.1 lets the receiver
+# choose any maximum length it can handle.
+_MAX_PDU: Final = 256 * 1024
+
+
+def set_tcp_nodelay(event: Event) -> None:
+    """EVT_CONN_OPEN: send each PDU at once (no Nagle), or every DIMSE round trip waits on the
+    peer's delayed ACK (~40 ms)."""
+    sock = event.assoc.dul.socket
+    raw = getattr(sock, "socket", None)
+    if isinstance(raw, socket.socket):
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _RegisteredCallersAE(AE):
+    """An AE whose Calling AE Title check follows the live AE registry.
+
+    pynetdicom reads `require_calling_aet` when an association request arrives and rejects a
+    caller not in it with result 1, source 1, reason 3 (PS3.8 §9.3.4: calling AE title not
+    recognized); reading the registry there keeps additions and removals effective at once.
+    """
+
+    def __init__(self, ae_title: str, registry: NodeRegistry) -> None:
+        super().__init__(ae_title)
+        self._registry = registry
+
+    @property  # type: ignore[override]  # read-only on purpose: the registry is the only source
+    def require_calling_aet(self) -> list[str]:
+        titles = list(self._registry.nodes())
+        # pynetdicom treats an empty list as "anyone"; "" is never a calling AE title, so an empty
+        # registry admits nobody.
+        return titles or [""]
+
+
+class Bridge:
+    """The DIMSE bridge: one AE listening for associations, one HTTP client to the server."""
+
+    def __init__(self, settings: BridgeSettings, client: DicomWebClient | None = None) -> None:
+        """Build the AE and its collaborators; nothing listens until `start()`."""
+        self.settings = settings
+        self.client = client or DicomWebClient(settings)
+        self.registry = NodeRegistry(
+            self.client, ttl=settings.registry_ttl, accept_unregistered=settings.accept_unregistered
+        )
+        self.activities = ActivityLog()
+        self.batcher = StowBatcher(
+            self.client,
+            max_instances=settings.stow_batch_instances,
+            max_bytes=settings.stow_batch_bytes,
+            concurrency=settings.stow_concurrency,
+            wait_timeout=settings.http_timeout * 2,
+        )
+        self._server: ThreadedAssociationServer | None = None
+        _configure_pynetdicom(settings)
+        self.ae = self._build_ae()
+
+    def _build_ae(self) -> AE:
+        settings = self.settings
+        ae = (
+            AE(settings.ae_title)
+            if settings.accept_unregistered
+            else _RegisteredCallersAE(settings.ae_title, self.registry)
+        )
+        # PS3.8 §9.3.4 reason 7: peers must call this AE by its title.
+        ae.require_called_aet = True
+        ae.maximum_associations = settings.max_associations
+        ae.acse_timeout = settings.acse_timeout
+        ae.dimse_timeout = settings.dimse_timeout
+        ae.network_timeout = settings.network_timeout
+        ae.connection_timeout = settings.acse_timeout
+        ae.maximum_pdu_size = _MAX_PDU
+        ae.add_supported_context(Verification)
+        for sop_class in QUERY_RETRIEVE_SOP_CLASSES:
+            ae.add_supported_context(sop_class)
+        for context in AllStoragePresentationContexts:
+            # Every syntax as proposed (no re-encoding on receipt), and role selection accepted
+            # so a C-GET requestor can take the Storage SCP role (PS3.7 §D.3.3.4).
+            ae.add_supported_context(
+                context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        return ae
+
+    def _handlers(self) -> list[Any]:
+        client, registry, activities = self.client, self.registry, self.activities
+        return [
+            (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+            (evt.EVT_C_ECHO, _handle_echo, [activities]),
+            (evt.EVT_C_STORE, handle_store, [self.batcher, registry, activities]),
+            (evt.EVT_C_FIND, handle_find, [client, registry, activities, self.settings.ae_title]),
+            (evt.EVT_C_MOVE, handle_move, [client, registry, activities]),
+            (evt.EVT_C_GET, handle_get, [client, registry, activities]),
+            (evt.EVT_RELEASED, _outcome, [activities, "released"]),
+            (evt.EVT_ABORTED, _outcome, [activities, "aborted"]),
+            (evt.EVT_REJECTED, _outcome, [activities, "rejected"]),
+            (evt.EVT_CONN_CLOSE, _closed, [activities]),
+        ]
+
+    def start(self) -> None:
+        """Listen in background threads; returns once the port is bound."""
+        self.batcher.start()
+        self._server = self.ae.start_server(
+            (self.settings.bind_host, self.settings.port), block=False, evt_handlers=self._handlers()
+        )
+        _LOG.info(
+            "DIMSE bridge AE %s listening on %s:%d, archive %s, %s callers",
+            self.settings.ae_title, self.settings.bind_host, self.settings.port,
+            self.settings.server_url,
+            "any" if self.settings.accept_unregistered else "registered",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop listening, end the associations, flush pending STOW-RS requests."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ae.shutdown()
+        self.batcher.stop()
+        self.client.close()
+
+
+def _configure_pynetdicom(settings: BridgeSettings) -> None:
+    # Process-wide pynetdicom switches; the bridge is the only pynetdicom user in its process.
+    # Received data sets are spooled to a Part-10 file as they arrive: bounded memory, no decoding.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # Identifiers hold patient names: never log them at INFO (DESIGN.md §4).
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    # pynetdicom logs every PDU and response at INFO; the bridge logs one line per association.
+    logging.getLogger("pynetdicom").setLevel(
+        logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    )
+
+
+def _handle_echo(event: Event, activities: ActivityLog) -> int:
+    """EVT_C_ECHO: Success (PS3.7 §9.1.5: the only C-ECHO status an SCP need answer)."""
+    activities.of(event.assoc).count("C-ECHO")
+    return 0x0000
+
+
+def _outcome(event: Event, activities: ActivityLog, outcome: str) -> None:
+    activities.set_outcome(event.assoc, outcome)
+
+
+def _closed(event: Event, activities: ActivityLog) -> None:
+    activities.close(event.assoc)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the index database (SQLite and PostgreSQL); run by `storage.index.database.migrate`."""

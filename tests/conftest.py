@@ -1,0 +1,98 @@
+"""Fixtures shared by every test: a real server process on a fresh embedded archive."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running `webpacs serve` process."""
+
+    url: str
+    token: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        """An HTTP client for the server, authenticated as admin."""
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def webpacs(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run the `webpacs` CLI and return its standard output (raises on failure)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "dicomweb.cli", *args], capture_output=True, text=True, check=False, env=env
+    )
+    if completed.returncode != 0:
+        raise AssertionError(f"webpacs {' '.join(args)} failed: {completed.stderr}")
+    return completed.stdout
+
+
+def start_server(data_dir: Path, *, database_url: str | None = None, extra: tuple[str, ...] = ()) -> LiveServer:
+    """Start `webpacs serve --no-bridge` on a free port and wait until /healthz answers 200."""
+    environment = {**os.environ, "WEBPACS_DATA_DIR": str(data_dir)}
+    if database_url:
+        environment["WEBPACS_DATABASE_URL"] = database_url
+    token = webpacs("token", "create", "--name", "tests", "--role", "admin", env=environment).strip()
+    port = free_port()
+    log = (data_dir / "server.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomweb.cli", "serve", "--no-bridge", "--port", str(port), *extra],
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {(data_dir / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return LiveServer(url, token, data_dir, process)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"the server did not become ready: {(data_dir / 'server.log').read_text()[-3000:]}")
+
+
+def stop_server(server: LiveServer) -> None:
+    """Stop the server process."""
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server on a fresh embedded archive (SQLite + folder), shared by a test session."""
+    server = start_server(tmp_path_factory.mktemp("webpacs"))
+    yield server
+    stop_server(server)
