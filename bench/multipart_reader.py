@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/multipart_reader.py [--size-mb 200] [--part-kb 512] [--chunk-kb 64]
 
 The parts are spooled to a temporary directory and deleted as they come, as the STOW edge does once
-it has moved them into the blob store. Prints MB/s and parts/s of `MultipartReader.feed`.
+it has moved them into the blob store. Prints MB/s and parts/s of `MultipartReader.feed`, by wall
+clock and by this process's CPU time (the figure that matters on a shared machine).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
     chunk_size = args.chunk_kb * 1024
 
     with tempfile.TemporaryDirectory(dir=args.spool_dir) as spool:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         parts = 0
         with MultipartReader(writer.boundary, Path(spool)) as reader:
             for offset in range(0, len(body), chunk_size):
@@ -45,12 +46,13 @@ def main() -> None:
                     part.path.unlink()
                     parts += 1
             reader.finish()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
 
     megabytes = len(body) / 1e6
     print(
         f"{megabytes:.0f} MB, {parts} parts of {args.part_kb} KiB, {args.chunk_kb} KiB chunks: "
-        f"{megabytes / elapsed:.0f} MB/s, {parts / elapsed:.0f} parts/s ({elapsed:.2f} s)"
+        f"{megabytes / elapsed:.0f} MB/s, {parts / elapsed:.0f} parts/s ({elapsed:.2f} s wall); "
+        f"per CPU second: {megabytes / cpu:.0f} MB/s, {parts / cpu:.0f} parts/s"
     )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from auth.tokens import TokenService
@@ -16,6 +16,7 @@ from dicomweb.admin import ADMIN_HANDLERS
 from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.context import AppContext
 from dicomweb.errors import EXCEPTION_HANDLERS
+from dicomweb.nodes import DICOM_NODES_ROUTER
 from dicomweb.qido import QIDO_HANDLERS
 from dicomweb.security import authentication
 from dicomweb.settings import Settings
@@ -39,17 +40,16 @@ def build_context(settings: Settings, engine: Engine | None = None) -> AppContex
     """Open the index and the blob store named by `settings` (the schema must be migrated)."""
     engine = engine or open_engine(settings.effective_database_url)
     archive = Archive(Index(engine), open_blob_store(settings.effective_blob_url))
-    return AppContext(settings=settings, archive=archive, tokens=TokenService(engine))
+    return AppContext(settings=settings, archive=archive, tokens=TokenService(engine), engine=engine)
 
 
 def create_app(settings: Settings) -> Litestar:
     """The whole HTTP application for `settings`."""
     context = build_context(settings)
-    # Spooled parts of requests that a previous process never finished.
-    shutil.rmtree(context.archive.blobs.staging_dir(), ignore_errors=True)
     context.archive.blobs.staging_dir().mkdir(parents=True, exist_ok=True)
     return Litestar(
-        route_handlers=[*QIDO_HANDLERS, *WADO_HANDLERS, *STOW_HANDLERS, *WADO_URI_HANDLERS, *DELETE_HANDLERS, *ADMIN_HANDLERS],
+        route_handlers=[*QIDO_HANDLERS, *WADO_HANDLERS, *STOW_HANDLERS, *WADO_URI_HANDLERS, *DELETE_HANDLERS, *ADMIN_HANDLERS, DICOM_NODES_ROUTER],
+        dependencies={"engine": Provide(lambda: context.engine, sync_to_thread=False)},
         middleware=[authentication()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"context": context}),

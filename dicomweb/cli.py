@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,8 @@ def _serve(args: argparse.Namespace) -> int:
     # crash. With a shared database, another host may be mid-store, so young blobs are spared.
     grace = 0.0 if settings.effective_database_url.startswith("sqlite") else 3600.0
     removed = context.archive.sweep_orphans(grace_seconds=grace)
+    # Parts spooled by requests that the previous process never finished.
+    shutil.rmtree(context.archive.blobs.staging_dir(), ignore_errors=True)
     if removed:
         log.warning("removed %d orphaned blob(s) left by an interrupted store", removed)
     _export(settings)

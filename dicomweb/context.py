@@ -10,6 +10,7 @@ from storage.errors import InvalidQuery
 
 if TYPE_CHECKING:
     from litestar import Request
+    from sqlalchemy import Engine
 
     from auth.tokens import TokenService
     from dicomweb.settings import Settings
@@ -27,6 +28,7 @@ class AppContext:
     settings: Settings
     archive: Archive
     tokens: TokenService
+    engine: Engine
 
 
 def app_context(request: Request[object, object, object]) -> AppContext:

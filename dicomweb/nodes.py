@@ -6,13 +6,13 @@ The DIMSE bridge reads this list to decide who may associate and where a C-MOVE 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime  # noqa: TC003 - msgspec reads the DTO annotations at runtime
 from typing import TYPE_CHECKING, Final
 
 import anyio.to_thread
 from litestar import Router, delete, get, post, put
-from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.di import NamedDependency  # noqa: TC002 - litestar reads handler annotations at runtime
+from litestar.params import FromPath, JSONBody  # noqa: TC002 - litestar reads handler annotations at runtime
 from sqlalchemy.engine import Engine  # noqa: TC002 - litestar resolves handler annotations at runtime for DI
 
 from dicomweb.security import admin_only
@@ -99,7 +99,9 @@ async def get_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[str
 
 
 @put("/{ae_title:str}", operation_id="UpdateDicomNode")
-async def update_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[str], data: JSONBody[DicomNodeIn]) -> DicomNodeOut:
+async def update_dicom_node(
+    engine: NamedDependency[Engine], ae_title: FromPath[str], data: JSONBody[DicomNodeIn]
+) -> DicomNodeOut:
     """Replace a node's fields (the AE title may change); 404 when unknown."""
     node = await anyio.to_thread.run_sync(update_node, engine, ae_title, _fields(data))
     return _out(node)

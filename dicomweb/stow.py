@@ -26,6 +26,8 @@ from storage.dicom.multipart import MultipartReader, Part, multipart_boundary
 from storage.errors import ArchiveError, InvalidInstance, InvalidMediaType, MalformedMultipart, MultipartLimitExceeded
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from dicomweb.context import AppContext
     from storage.archive import StoreResult
 
@@ -34,8 +36,9 @@ __all__ = ["STOW_HANDLERS"]
 log = logging.getLogger(__name__)
 
 _DICOM: Final = "application/dicom"
-# Parts stored at once per request: one parses while another is being written and fsynced.
-_PARALLEL_STORES: Final = 2
+# Parts stored at once per request: some parse while others wait for their fsync.
+_PARALLEL_STORES: Final = 4
+_BLOCK: Final = 1024 * 1024
 
 # DICOM JSON tags of the Store Instances response (PS3.18 §10.5.3, Table 10.5.3-2).
 _RETRIEVE_URL: Final = "00081190"
@@ -68,8 +71,9 @@ async def _store_instances(request: Request[Any, Any, Any], study_uid: str | Non
     try:
         async with anyio.create_task_group() as group:
             try:
-                async for chunk in request.stream():
-                    for part in reader.feed(chunk):
+                async for block in _blocks(request):
+                    # Parsing, hashing and spooling are blocking work: off the event loop.
+                    for part in await anyio.to_thread.run_sync(reader.feed, block):
                         group.start_soon(_store_part, context, part, study_uid, limiter, outcomes)
                 reader.finish()
             except MultipartLimitExceeded as exc:
@@ -82,6 +86,20 @@ async def _store_instances(request: Request[Any, Any, Any], study_uid: str | Non
     finally:
         reader.close()
     return _store_response(request, outcomes, body_error, study_uid)
+
+
+async def _blocks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
+    """The body in blocks of about _BLOCK bytes, so each hop to a worker thread carries enough work."""
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= _BLOCK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _checked_boundary(request: Request[Any, Any, Any], context: AppContext) -> str:

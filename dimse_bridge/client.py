@@ -7,17 +7,17 @@ so connections are kept alive and reused instead of one TCP handshake per DIMSE 
 from __future__ import annotations
 
 import contextlib
-import secrets
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
-from python_multipart import MultipartParser
+
+from storage.dicom.multipart import MultipartReader, MultipartWriter, multipart_boundary
+from storage.errors import MalformedMultipart, MultipartLimitExceeded
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
+    from pathlib import Path
 
     from dimse_bridge.settings import BridgeSettings
 
@@ -124,7 +124,7 @@ class DicomWebClient:
 
     def _request(
         self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None, content: Any = None,
+        headers: Mapping[str, str] | None = None, content: Iterator[bytes] | None = None,
     ) -> httpx.Response:  # fmt: skip
         try:
             response = self._http.request(method, path, params=params, headers=headers, content=content)
@@ -147,12 +147,10 @@ class DicomWebClient:
             ServerUnreachable: see the class.
             DicomWebError: any error status but 409 (which lists per-instance failures).
         """
-        boundary = "webpacs-bridge-" + secrets.token_hex(16)
-        heads = [
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii") for _ in files
-        ]
-        tail = f"--{boundary}--\r\n".encode("ascii")
-        length = sum(len(h) + p.stat().st_size + 2 for h, p in zip(heads, files, strict=True)) + len(tail)
+        writer = MultipartWriter()
+        heads = [writer.part_header("application/dicom") for _ in files]
+        tail = writer.closing_delimiter()
+        length = sum(len(h) + p.stat().st_size for h, p in zip(heads, files, strict=True)) + len(tail)
 
         def body() -> Iterator[bytes]:
             for head, path in zip(heads, files, strict=True):
@@ -160,11 +158,11 @@ class DicomWebClient:
                 with path.open("rb") as fp:
                     while chunk := fp.read(_CHUNK):
                         yield chunk
-                yield b"\r\n"
             yield tail
 
         headers = {
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Content-Type": writer.content_type("application/dicom"),
+            # A known length lets the server see a cut body for what it is (no chunked encoding).
             "Content-Length": str(length),
             "Accept": _DICOM_JSON,
         }
@@ -257,57 +255,36 @@ def _parse_stow_response(response: httpx.Response) -> dict[str, StoredInstance]:
     return verdicts
 
 
-def _items(body: Any, tag: str) -> list[dict[str, Any]]:
+def _items(body: object, tag: str) -> list[dict[str, Any]]:
     element = body.get(tag) if isinstance(body, dict) else None
     value = element.get("Value") if isinstance(element, dict) else None
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
-def _first(item: dict[str, Any], tag: str) -> Any:
+def _first(item: dict[str, Any], tag: str) -> object:
     element = item.get(tag)
     value = element.get("Value") if isinstance(element, dict) else None
     return value[0] if isinstance(value, list) and value else None
 
 
-def _boundary(content_type: str) -> str:
-    for parameter in content_type.split(";")[1:]:
-        name, _, value = parameter.strip().partition("=")
-        if name.strip().lower() == "boundary":
-            return value.strip().strip('"')
-    raise BridgeError(f"WADO-RS answered {content_type!r}, a multipart type without a boundary")
-
-
 def _spool_parts(response: httpx.Response, directory: Path) -> Iterator[Path]:
-    """Yield each body part of a streamed multipart response as a file, one part in hand at a time."""
-    boundary = _boundary(response.headers.get("content-type", ""))
-    finished: list[Path] = []
-    current: list[BinaryIO] = []
+    """Yield each body part of a streamed multipart response as a file, one part in hand at a time.
 
-    def on_part_begin() -> None:
-        current.append(tempfile.NamedTemporaryFile(dir=directory, suffix=".dcm", delete=False))  # noqa: SIM115  # closed in on_part_end, deleted by the caller
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        current[-1].write(data[start:end])
-
-    def on_part_end() -> None:
-        part = current.pop()
-        part.close()
-        finished.append(Path(part.name))
-
-    parser = MultipartParser(
-        boundary,
-        {"on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end},
-    )
+    Raises:
+        BridgeError: the response is not a well-formed multipart body (cut short included).
+    """
+    ready: list[Path] = []
     try:
-        for chunk in response.iter_bytes(_CHUNK):
-            parser.write(chunk)
-            while finished:
-                yield finished.pop(0)
-        parser.finalize()
-        while finished:
-            yield finished.pop(0)
+        boundary = multipart_boundary(response.headers.get("content-type", ""))
+        with MultipartReader(boundary, directory) as reader:
+            for chunk in response.iter_bytes(_CHUNK):
+                ready.extend(part.path for part in reader.feed(chunk))
+                while ready:
+                    yield ready.pop(0)
+            reader.finish()
+    except (MalformedMultipart, MultipartLimitExceeded) as exc:
+        raise BridgeError(f"WADO-RS {response.request.url}: {exc}") from exc
     finally:
-        for fp in current:
-            fp.close()
-        for leftover in [*finished, *(Path(fp.name) for fp in current)]:
-            leftover.unlink(missing_ok=True)
+        # Parts completed but not handed over (the caller stopped early) are not the caller's to delete.
+        for path in ready:
+            path.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom generates these names at import
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -48,8 +48,10 @@ _MAX_PDU: Final = 256 * 1024
 
 
 def set_tcp_nodelay(event: Event) -> None:
-    """EVT_CONN_OPEN: send each PDU at once (no Nagle), or every DIMSE round trip waits on the
-    peer's delayed ACK (~40 ms)."""
+    """EVT_CONN_OPEN: send each PDU at once (no Nagle).
+
+    Otherwise every DIMSE round trip can wait on the peer's delayed ACK (~40 ms).
+    """
     sock = event.assoc.dul.socket
     raw = getattr(sock, "socket", None)
     if isinstance(raw, socket.socket):
@@ -68,12 +70,18 @@ class _RegisteredCallersAE(AE):
         super().__init__(ae_title)
         self._registry = registry
 
-    @property  # type: ignore[override]  # read-only on purpose: the registry is the only source
+    @property
     def require_calling_aet(self) -> list[str]:
+        """The registered AE titles, read from the registry at each association request."""
         titles = list(self._registry.nodes())
         # pynetdicom treats an empty list as "anyone"; "" is never a calling AE title, so an empty
         # registry admits nobody.
         return titles or [""]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        msg = "the calling AE titles come from the AE registry (/api/dicom-nodes), not from a setting"
+        raise AttributeError(msg)
 
 
 class Bridge:
@@ -116,12 +124,11 @@ class Bridge:
         ae.add_supported_context(Verification)
         for sop_class in QUERY_RETRIEVE_SOP_CLASSES:
             ae.add_supported_context(sop_class)
-        for context in AllStoragePresentationContexts:
+        storage_classes = [cx.abstract_syntax for cx in AllStoragePresentationContexts if cx.abstract_syntax]
+        for sop_class in storage_classes:
             # Every syntax as proposed (no re-encoding on receipt), and role selection accepted
             # so a C-GET requestor can take the Storage SCP role (PS3.7 §D.3.3.4).
-            ae.add_supported_context(
-                context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-            )
+            ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
         return ae
 
     def _handlers(self) -> list[Any]:
@@ -170,9 +177,10 @@ def _configure_pynetdicom(settings: BridgeSettings) -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     # pynetdicom logs every PDU and response at INFO; the bridge logs one line per association.
-    logging.getLogger("pynetdicom").setLevel(
-        logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
-    )
+    quiet = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    logging.getLogger("pynetdicom").setLevel(quiet)
+    # httpx logs every request at INFO, which would be a line per instance.
+    logging.getLogger("httpx").setLevel(quiet)
 
 
 def _handle_echo(event: Event, activities: ActivityLog) -> int:

@@ -14,12 +14,14 @@ from sqlmodel import SQLModel
 
 import auth.models
 import storage.index.models
+import storage.index.nodes
 from storage.index.database import open_engine, write_transaction
 
 # Every table of the shared database, for `alembic revision --autogenerate` and `alembic check`.
 target_metadata = SQLModel.metadata
 assert auth.models.ApiToken.__table__ is not None  # noqa: S101 - the import registers the tables
 assert storage.index.models.Study.__table__ is not None  # noqa: S101 - the import registers the tables
+assert storage.index.nodes.DicomNode.__table__ is not None  # noqa: S101 - the import registers the tables
 
 
 def _run(connection: Connection) -> None:

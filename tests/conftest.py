@@ -96,3 +96,82 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = start_server(tmp_path_factory.mktemp("webpacs"))
     yield server
     stop_server(server)
+
+
+# --- Servers on either index backend (the DICOMweb suite runs every test on both) -------------------
+
+_PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def create_postgres_database() -> str:
+    """A new, empty PostgreSQL database at 127.0.0.1:5432; its URL. Fails (never skips) when unreachable."""
+    import uuid
+
+    import psycopg
+
+    name = f"webpacs_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(_PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is unreachable (start it): {exc}")
+    return _PG_URL.format(name=name)
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop a database made by create_postgres_database."""
+    import psycopg
+
+    with psycopg.connect(_PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+class ServerFactory:
+    """Starts `webpacs serve` processes on fresh archives of either backend; cleans up at the end."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._database_urls: dict[Path, str | None] = {}
+        self._running: list[LiveServer] = []
+
+    def start(self, backend: str) -> LiveServer:
+        """A server on a new empty archive: SQLite in its data dir, or a new PostgreSQL database."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: use one of {BACKENDS}")
+        data_dir = self._tmp.mktemp(f"webpacs-{backend}")
+        database_url = create_postgres_database() if backend == "postgresql" else None
+        self._database_urls[data_dir] = database_url
+        return self._started(start_server(data_dir, database_url=database_url))
+
+    def restart(self, server: LiveServer) -> LiveServer:
+        """A new server process on the same data dir and database (after a stop or a kill)."""
+        if server.process.poll() is None:
+            stop_server(server)
+        return self._started(start_server(server.data_dir, database_url=self._database_urls[server.data_dir]))
+
+    def stop(self, server: LiveServer) -> None:
+        """Stop a server started here (its archive stays until the end of the session)."""
+        stop_server(server)
+
+    def _started(self, server: LiveServer) -> LiveServer:
+        self._running.append(server)
+        return server
+
+    def close(self) -> None:
+        """Stop every server still running and drop the PostgreSQL databases."""
+        for server in self._running:
+            if server.process.poll() is None:
+                stop_server(server)
+        for url in self._database_urls.values():
+            if url is not None:
+                drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def live_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """Start servers on fresh archives of either backend (see ServerFactory)."""
+    factory = ServerFactory(tmp_path_factory)
+    yield factory
+    factory.close()

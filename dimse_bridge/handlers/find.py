@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -21,7 +20,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom generates these names at import
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -33,6 +32,8 @@ from pynetdicom.sop_class import (
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
     from pynetdicom.events import Event
 
     from dimse_bridge.activity import ActivityLog
@@ -358,7 +359,7 @@ def search(client: DicomWebClient, query: QidoQuery) -> Iterator[tuple[Dataset, 
         if not all(matches(m, result.get(m.tag)) for m in query.local):
             continue
         key = str(result.get("PatientID", ""))
-        first, counts = patients.setdefault(key, (result, dict.fromkeys(_NUMBER_OF_PATIENT_RELATED, 0)))
+        _, counts = patients.setdefault(key, (result, dict.fromkeys(_NUMBER_OF_PATIENT_RELATED, 0)))
         counts[0x00201200] += 1
         counts[0x00201202] += int(result.get("NumberOfStudyRelatedSeries") or 0)
         counts[0x00201204] += int(result.get("NumberOfStudyRelatedInstances") or 0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -26,13 +25,26 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 from pynetdicom import build_context, evt
 
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
-from dimse_bridge.handlers.find import InvalidIdentifier, LEVELS_BY_SOP_CLASS, qido_value
+from dimse_bridge.handlers.find import LEVELS_BY_SOP_CLASS, InvalidIdentifier, qido_value
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
     from pynetdicom.events import Event
     from pynetdicom.presentation import PresentationContext
 
@@ -72,8 +84,13 @@ class RetrieveStatus(IntEnum):
 
 # PS3.18 §10.6.3 Table 10.6.3-5: Available Transfer Syntax UID (0008,3002) lists the syntax the
 # instance is stored in; asking for it lets the bridge propose that syntax to a C-MOVE receiver.
-_INCLUDE: Final = "StudyInstanceUID,SeriesInstanceUID,SOPClassUID,SOPInstanceUID,00083002"
+_INCLUDE: Final = "StudyInstanceUID,SeriesInstanceUID,SOPClassUID,SOPInstanceUID"
+_AVAILABLE_TRANSFER_SYNTAX: Final = "00083002"
 _UNCOMPRESSED: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_USUAL_COMPRESSED: Final = (
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000,
+    RLELossless,
+)  # fmt: skip
 # PS3.8 §9.3.2.2: a presentation context ID is an odd number 1-255, so at most 128 contexts.
 _MAX_CONTEXTS: Final = 128
 # Instance UIDs per QIDO-RS request at IMAGE level, to keep URLs short.
@@ -103,8 +120,13 @@ def _json_text(item: Mapping[str, Any], tag: str) -> str | None:
     return str(values[0]) if isinstance(values, list) and values else None
 
 
-def list_instances(client: DicomWebClient, identifier: Dataset, sop_class_uid: str) -> tuple[str, list[InstanceRef]]:
+def list_instances(
+    client: DicomWebClient, identifier: Dataset, sop_class_uid: str, *, with_transfer_syntax: bool = False
+) -> tuple[str, list[InstanceRef]]:
     """The retrieval level and every instance the identifier's unique keys select (PS3.4 §C.4.2.2.1).
+
+    `with_transfer_syntax` also asks for each instance's stored transfer syntax (C-MOVE proposes
+    it to the destination; C-GET has its contexts from the requestor already).
 
     Raises:
         InvalidIdentifier: unknown level, or the unique key of the level is missing.
@@ -141,9 +163,10 @@ def list_instances(client: DicomWebClient, identifier: Dataset, sop_class_uid: s
         for start in range(0, len(keys), _UIDS_PER_QUERY):
             chunk = ",".join(keys[start : start + _UIDS_PER_QUERY])
             queries.append(("/instances", {**parents, unique_key: chunk}))
+    include = _INCLUDE + "," + _AVAILABLE_TRANSFER_SYNTAX if with_transfer_syntax else _INCLUDE
     refs: dict[str, InstanceRef] = {}
     for path, params in queries:
-        for item in client.search(path, {**params, "includefield": _INCLUDE}):
+        for item in client.search(path, {**params, "includefield": include}):
             uid = _json_text(item, "00080018")
             if not uid or uid in refs:
                 continue
@@ -152,7 +175,7 @@ def list_instances(client: DicomWebClient, identifier: Dataset, sop_class_uid: s
                 series=_json_text(item, "0020000E") or "",
                 sop_instance=uid,
                 sop_class=_json_text(item, "00080016") or "",
-                transfer_syntax=_json_text(item, "00083002"),
+                transfer_syntax=_json_text(item, _AVAILABLE_TRANSFER_SYNTAX),
             )
     return level, list(refs.values())
 
@@ -170,6 +193,11 @@ def requested_contexts(refs: list[InstanceRef]) -> list[PresentationContext]:
         for ref in refs
         if ref.sop_class and ref.transfer_syntax and ref.transfer_syntax not in _UNCOMPRESSED
     )
+    # Where the archive did not say how an instance is stored, offer the usual compressed syntaxes:
+    # a receiver that takes one of them gets the instance as stored, the others get it decompressed.
+    for ref in refs:
+        if ref.sop_class and not ref.transfer_syntax:
+            stored.update((ref.sop_class, str(syntax)) for syntax in _USUAL_COMPRESSED)
     for (sop_class, syntax), _ in stored.most_common(_MAX_CONTEXTS - len(contexts)):
         contexts.append(build_context(sop_class, [syntax]))
     return contexts
@@ -236,10 +264,8 @@ def _wado_paths(level: str, refs: list[InstanceRef]) -> list[str]:
     if level == "SERIES":
         pairs = dict.fromkeys((r.study, r.series) for r in refs)
         return [f"/studies/{quote(s, safe='')}/series/{quote(se, safe='')}" for s, se in pairs]
-    return [
-        f"/studies/{quote(r.study, safe='')}/series/{quote(r.series, safe='')}/instances/{quote(r.sop_instance, safe='')}"
-        for r in refs
-    ]
+    quoted = ([quote(uid, safe="") for uid in (r.study, r.series, r.sop_instance)] for r in refs)
+    return [f"/studies/{study}/series/{series}/instances/{instance}" for study, series, instance in quoted]
 
 
 def _sub_operations(
@@ -300,13 +326,16 @@ def status_for_error(error: BridgeError) -> int:
 
 
 def _listing(
-    event: Event, client: DicomWebClient, registry: NodeRegistry
+    event: Event, client: DicomWebClient, registry: NodeRegistry, *, with_transfer_syntax: bool
 ) -> tuple[str, list[InstanceRef]] | int:
     """The level and instances, or the failure status to answer with."""
     if not registry.permits(event.assoc.requestor.ae_title, "move"):
         return RetrieveStatus.REFUSED_NOT_AUTHORIZED
     try:
-        return list_instances(client, event.identifier, str(event.request.AffectedSOPClassUID))
+        return list_instances(
+            client, event.identifier, str(event.request.AffectedSOPClassUID),
+            with_transfer_syntax=with_transfer_syntax,
+        )  # fmt: skip
     except BridgeError as exc:
         _LOG.warning("retrieval listing failed: %s", exc)
         return status_for_error(exc)
@@ -330,7 +359,7 @@ def handle_move(
         activity.count("C-MOVE to unknown destination")
         yield None, None
         return
-    listing = _listing(event, client, registry)
+    listing = _listing(event, client, registry, with_transfer_syntax=True)
     if isinstance(listing, int):
         # pynetdicom only sends a failure after the destination association; it is released at once.
         activity.count("C-MOVE failed")
@@ -361,13 +390,13 @@ def handle_move(
 def handle_get(
     event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog
 ) -> Iterator[Any]:
-    """EVT_C_GET: the sub-operations go back on the same association, on the contexts where the
-    requestor took the Storage SCP role (PS3.4 §C.4.3, PS3.7 §D.3.3.4).
+    """EVT_C_GET: the sub-operations go back on the same association.
 
-    pynetdicom's protocol: yield the number of sub-operations, then (status, dataset) pairs.
+    They use the contexts where the requestor took the Storage SCP role (PS3.4 §C.4.3,
+    PS3.7 §D.3.3.4). pynetdicom's protocol: yield the number of sub-operations, then (status, dataset) pairs.
     """
     activity = activities.of(event.assoc)
-    listing = _listing(event, client, registry)
+    listing = _listing(event, client, registry, with_transfer_syntax=False)
     if isinstance(listing, int):
         activity.count("C-GET failed")
         yield 1

@@ -224,6 +224,6 @@ def handle_store(
         return StoreStatus.REFUSED_NOT_AUTHORIZED
     # pynetdicom spooled the data set, exactly as received, into a Part-10 file whose meta names
     # the negotiated transfer syntax (_config.STORE_RECV_CHUNKED_DATASET), and deletes it after.
-    status = batcher.store(event.dataset_path, str(event.request.AffectedSOPInstanceUID))
+    status = batcher.store(event.dataset_path, str(event.file_meta.MediaStorageSOPInstanceUID))
     activity.count("C-STORE ok" if status == 0 or 0xB000 <= status <= 0xBFFF else "C-STORE failed")
     return status

@@ -199,9 +199,7 @@ class FilesystemBlobStore:
             base = "" if relative == "." else relative + "/"
             # Dot-named entries are the staging folder and temporary files, never blobs.
             subdirectories[:] = sorted(
-                name
-                for name in subdirectories
-                if not name.startswith(".") and _may_hold(base + name + "/", prefix)
+                name for name in subdirectories if not name.startswith(".") and _may_hold(base + name + "/", prefix)
             )
             for name in sorted(files):
                 key = base + name

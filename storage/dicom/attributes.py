@@ -6,16 +6,11 @@ PS3.18 §10.6.3; patient attributes live with the study because QIDO-RS has no p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 from pydicom.datadict import tag_for_keyword
 
-from storage.dicom.dicom_json import element_json
-
-if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
-
-__all__ = ["INSTANCE_LEVEL_TAGS", "SERIES_LEVEL_TAGS", "STUDY_LEVEL_TAGS", "level_json"]
+__all__ = ["INSTANCE_LEVEL_TAGS", "SERIES_LEVEL_TAGS", "STUDY_LEVEL_TAGS"]
 
 
 def _tags(*keywords: str) -> frozenset[int]:
@@ -60,12 +55,3 @@ INSTANCE_LEVEL_TAGS: Final = _tags(
     "PresentationCreationDate", "DocumentTitle", "CompletionFlag", "VerificationFlag",
     "ConceptNameCodeSequence", "SpecificCharacterSet",
 )  # fmt: skip
-
-
-def level_json(dataset: Dataset, tags: frozenset[int]) -> dict[str, Any]:
-    """DICOM JSON (PS3.18 §F.2) of the attributes of `dataset` whose tags are in `tags`."""
-    result: dict[str, Any] = {}
-    for element in dataset:
-        if int(element.tag) in tags and (converted := element_json(element)) is not None:
-            result[f"{int(element.tag):08X}"] = converted
-    return result

@@ -15,13 +15,8 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from storage.dicom.attributes import (
-    INSTANCE_LEVEL_TAGS,
-    SERIES_LEVEL_TAGS,
-    STUDY_LEVEL_TAGS,
-    level_json,
-)
-from storage.dicom.dicom_json import instance_metadata
+from storage.dicom.attributes import INSTANCE_LEVEL_TAGS, SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS
+from storage.dicom.dicom_json import bulk_data_uri, dataset_json, level_json, serialise
 from storage.dicom.failure_reasons import (
     CANNOT_UNDERSTAND,
     ERROR_PROCESSING,
@@ -51,6 +46,7 @@ _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _DEFLATED = ("1.2.840.10008.1.2.1.99",)
 _IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+_AVAILABLE_TRANSFER_SYNTAX_UID = 0x00083002
 # Markers that open a compressed frame's codestream (JPEG / JPEG-LS SOI, J2K SOC, JP2 box).
 _FRAME_START_MARKERS = (b"\xff\xd8", b"\xff\x4f", b"\x00\x00\x00\x0cjP")
 
@@ -88,12 +84,13 @@ def _read_instance(path: Path) -> ParsedInstance:
             exc.sop_class_uid, exc.sop_instance_uid = sop_class_uid, sop_uid
             raise
 
-    metadata = instance_metadata(
-        dataset,
-        (study_uid, series_uid, sop_uid),
-        transfer_syntax,
-        (pixels.tag, pixels.vr) if pixels.tag else None,
-    )
+    uids = (study_uid, series_uid, sop_uid)
+    elements = dataset_json(dataset, uids)
+    metadata = dict(elements)
+    metadata[_AVAILABLE_TRANSFER_SYNTAX_UID] = {"vr": "UI", "Value": [transfer_syntax]}
+    if pixels.tag:
+        # Not read (it may be gigabytes): offered by reference, as PS3.18 §F.2.6 allows.
+        metadata[pixels.tag] = {"vr": pixels.vr, "BulkDataURI": bulk_data_uri(*uids, pixels.tag)}
     return ParsedInstance(
         study=StudyAttributes(
             study_instance_uid=study_uid,
@@ -108,7 +105,7 @@ def _read_instance(path: Path) -> ParsedInstance:
             study_description=_text(dataset, "StudyDescription"),
             referring_physician_name=_text(dataset, "ReferringPhysicianName"),
             institution_name=_text(dataset, "InstitutionName"),
-            json=level_json(dataset, STUDY_LEVEL_TAGS),
+            json=level_json(elements, STUDY_LEVEL_TAGS),
         ),
         series=SeriesAttributes(
             series_instance_uid=series_uid,
@@ -118,7 +115,7 @@ def _read_instance(path: Path) -> ParsedInstance:
             body_part_examined=_text(dataset, "BodyPartExamined"),
             performed_procedure_step_start_date=_text(dataset, "PerformedProcedureStepStartDate"),
             performed_procedure_step_start_time=_text(dataset, "PerformedProcedureStepStartTime"),
-            json=level_json(dataset, SERIES_LEVEL_TAGS),
+            json=level_json(elements, SERIES_LEVEL_TAGS),
         ),
         instance=InstanceAttributes(
             sop_instance_uid=sop_uid,
@@ -129,9 +126,9 @@ def _read_instance(path: Path) -> ParsedInstance:
             columns=_integer(dataset, "Columns"),
             bits_allocated=_integer(dataset, "BitsAllocated"),
             number_of_frames=pixels.frame_count,
-            json=level_json(dataset, INSTANCE_LEVEL_TAGS),
+            json=level_json(elements, INSTANCE_LEVEL_TAGS),
         ),
-        metadata=metadata,
+        metadata=serialise(metadata),
         frames=pixels.frames,
     )
 

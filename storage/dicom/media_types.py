@@ -79,68 +79,74 @@ _OCTETS = APPLICATION_OCTET_STREAM
 # the instance can be given (PS3.18 Table 8.7.3-2). Frames and bulk data use `bulk_media_type`
 # (Table 8.7.3-4 native, Table 8.7.3-5 compressed; the default D row of each media type first).
 # JPIP-referenced and SMPTE ST 2110 syntaxes are left out: their objects carry no pixel data to serve.
-TRANSFER_SYNTAXES: Final[Mapping[str, TransferSyntax]] = MappingProxyType({
-    row.uid: row
-    for row in (
-        TransferSyntax("1.2.840.10008.1.2.1", _OCTETS, default=True),
-        # Implicit VR LE is what modalities send over DIMSE, relayed as received by the bridge; big
-        # endian is retired but still found in old archives. Both are stored, never served (§8.7.3).
-        TransferSyntax("1.2.840.10008.1.2", _OCTETS),
-        TransferSyntax("1.2.840.10008.1.2.1.99", _OCTETS),
-        TransferSyntax("1.2.840.10008.1.2.2", _OCTETS),
-        TransferSyntax("1.2.840.10008.1.2.4.70", "image/jpeg", default=True),
-        TransferSyntax("1.2.840.10008.1.2.4.50", "image/jpeg", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.51", "image/jpeg", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.57", "image/jpeg"),
-        TransferSyntax("1.2.840.10008.1.2.5", "image/dicom-rle", default=True),
-        TransferSyntax("1.2.840.10008.1.2.4.80", "image/jls", default=True),
-        TransferSyntax("1.2.840.10008.1.2.4.81", "image/jls", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.90", "image/jp2", default=True),
-        TransferSyntax("1.2.840.10008.1.2.4.91", "image/jp2", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.92", "image/jpx", default=True),
-        TransferSyntax("1.2.840.10008.1.2.4.93", "image/jpx", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.201", "image/jphc", default=True),
-        TransferSyntax("1.2.840.10008.1.2.4.202", "image/jphc"),
-        TransferSyntax("1.2.840.10008.1.2.4.203", "image/jphc", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.100", "video/mpeg", default=True, lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.100.1", "video/mpeg", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.101", "video/mpeg", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.101.1", "video/mpeg", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.102", "video/mp4", default=True, lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.102.1", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.103", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.103.1", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.104", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.104.1", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.105", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.105.1", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.106", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.106.1", "video/mp4", lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.107", "video/H265", default=True, lossy=True),
-        TransferSyntax("1.2.840.10008.1.2.4.108", "video/H265", lossy=True),
-    )
-})
+TRANSFER_SYNTAXES: Final[Mapping[str, TransferSyntax]] = MappingProxyType(
+    {
+        row.uid: row
+        for row in (
+            TransferSyntax("1.2.840.10008.1.2.1", _OCTETS, default=True),
+            # Implicit VR LE is what modalities send over DIMSE, relayed as received by the bridge; big
+            # endian is retired but still found in old archives. Both are stored, never served (§8.7.3).
+            TransferSyntax("1.2.840.10008.1.2", _OCTETS),
+            TransferSyntax("1.2.840.10008.1.2.1.99", _OCTETS),
+            TransferSyntax("1.2.840.10008.1.2.2", _OCTETS),
+            TransferSyntax("1.2.840.10008.1.2.4.70", "image/jpeg", default=True),
+            TransferSyntax("1.2.840.10008.1.2.4.50", "image/jpeg", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.51", "image/jpeg", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.57", "image/jpeg"),
+            TransferSyntax("1.2.840.10008.1.2.5", "image/dicom-rle", default=True),
+            TransferSyntax("1.2.840.10008.1.2.4.80", "image/jls", default=True),
+            TransferSyntax("1.2.840.10008.1.2.4.81", "image/jls", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.90", "image/jp2", default=True),
+            TransferSyntax("1.2.840.10008.1.2.4.91", "image/jp2", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.92", "image/jpx", default=True),
+            TransferSyntax("1.2.840.10008.1.2.4.93", "image/jpx", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.201", "image/jphc", default=True),
+            TransferSyntax("1.2.840.10008.1.2.4.202", "image/jphc"),
+            TransferSyntax("1.2.840.10008.1.2.4.203", "image/jphc", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.100", "video/mpeg", default=True, lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.100.1", "video/mpeg", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.101", "video/mpeg", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.101.1", "video/mpeg", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.102", "video/mp4", default=True, lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.102.1", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.103", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.103.1", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.104", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.104.1", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.105", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.105.1", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.106", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.106.1", "video/mp4", lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.107", "video/H265", default=True, lossy=True),
+            TransferSyntax("1.2.840.10008.1.2.4.108", "video/H265", lossy=True),
+        )
+    }
+)
 
 # PS3.18 §8.7.3: "Implicit VR Little Endian and Explicit VR Big Endian shall not be used with Web Services".
 _NOT_FOR_WEB_SERVICES: Final = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.2"})
 
 # Compressed bulk data media type -> its transfer syntaxes, the default first (Table 8.7.3-5).
-_COMPRESSED_SYNTAXES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
-    media_type: tuple(
-        row.uid
-        for row in sorted(TRANSFER_SYNTAXES.values(), key=lambda row: not row.default)
-        if row.bulk_media_type == media_type
-    )
-    for media_type in dict.fromkeys(row.bulk_media_type for row in TRANSFER_SYNTAXES.values())
-    if media_type != _OCTETS
-})
+_COMPRESSED_SYNTAXES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        media_type: tuple(
+            row.uid
+            for row in sorted(TRANSFER_SYNTAXES.values(), key=lambda row: not row.default)
+            if row.bulk_media_type == media_type
+        )
+        for media_type in dict.fromkeys(row.bulk_media_type for row in TRANSFER_SYNTAXES.values())
+        if media_type != _OCTETS
+    }
+)
 
 # Names used before PS3.18 registered the media types, still sent by dicomweb-client and older viewers.
-_MEDIA_TYPE_ALIASES: Final = MappingProxyType({
-    "image/x-dicom-rle": "image/dicom-rle",
-    "image/x-jls": "image/jls",
-    "video/mpeg2": "video/mpeg",
-})
+_MEDIA_TYPE_ALIASES: Final = MappingProxyType(
+    {
+        "image/x-dicom-rle": "image/dicom-rle",
+        "image/x-jls": "image/jls",
+        "video/mpeg2": "video/mpeg",
+    }
+)
 
 _TCHARS = r"[!#$%&'*+.^_`|~0-9a-z-]+"
 _MEDIA_TYPE = re.compile(rf"{_TCHARS}/{_TCHARS}")

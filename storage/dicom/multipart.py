@@ -265,13 +265,23 @@ class MultipartReader:
         """Offset of the first delimiter line in the buffered preamble, or -1 while still unknown.
 
         Raises:
-            MalformedMultipart: no delimiter within the allowed preamble size.
+            MalformedMultipart: the boundary occurs in the preamble without starting a line, or no
+                delimiter comes within the allowed preamble size.
         """
         buffer = self._preamble
         assert buffer is not None  # noqa: S101  # only called while looking for the first delimiter
         if buffer.startswith(self._dash_boundary):
             return 0
         found = buffer.find(b"\r\n" + self._dash_boundary)
+        # A sender picks a boundary that occurs nowhere else, so one that does not start a line is
+        # a broken body, not a preamble: skipping to the next delimiter would silently drop a part.
+        stray = buffer.find(self._dash_boundary, 0, found if found >= 0 else len(buffer))
+        if stray >= 0:
+            self.close()
+            raise MalformedMultipart(
+                f"bytes before the first delimiter: {self._dash_boundary.decode('ascii')!r} at byte {stray} "
+                "does not start a line"
+            )
         if found >= 0:
             return found + 2
         if len(buffer) > _MAX_PREAMBLE:

@@ -96,6 +96,14 @@ class Index:
         """Use `engine` (from `storage.index.database.open_engine`, schema migrated)."""
         self._engine = engine
 
+    def check(self) -> None:
+        """Readiness probe: the database answers and its schema is at the newest migration.
+
+        Raises:
+            IndexUnavailable: the database is unreachable or not migrated.
+        """
+        check(self._engine)
+
     def add_instance(
         self, parsed: ParsedInstance, *, blob_key: str, size: int, sha256: str
     ) -> AddOutcome:

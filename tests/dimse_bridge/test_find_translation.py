@@ -11,6 +11,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from dimse_bridge.client import DicomWebError, ServerUnreachable
 from dimse_bridge.handlers.find import (
     FindStatus,
     InvalidIdentifier,
@@ -21,7 +22,6 @@ from dimse_bridge.handlers.find import (
     search,
     status_for_error,
 )
-from dimse_bridge.client import DicomWebError, ServerUnreachable
 
 STUDY_ROOT = StudyRootQueryRetrieveInformationModelFind
 PATIENT_ROOT = PatientRootQueryRetrieveInformationModelFind
@@ -37,15 +37,25 @@ def identifier(level: str, **keys: Any) -> Dataset:
 
 class TestPlanQuery:
     def test_study_level_sends_standard_keys_and_asks_for_return_keys(self) -> None:
-        ds = identifier("STUDY", PatientName="SMITH*", StudyDate="20200101-20201231", StudyInstanceUID="",
-                        ModalitiesInStudy="", NumberOfStudyRelatedInstances="")  # fmt: skip
+        ds = identifier(
+            "STUDY",
+            PatientName="SMITH*",
+            StudyDate="20200101-20201231",
+            StudyInstanceUID="",
+            ModalitiesInStudy="",
+            NumberOfStudyRelatedInstances="",
+        )
         query = plan_query(ds, STUDY_ROOT)
         assert query.path == "/studies"
         assert query.params["PatientName"] == "SMITH*"
         assert query.params["StudyDate"] == "20200101-20201231"
         assert set(query.params["includefield"].split(",")) == {
-            "PatientName", "StudyDate", "StudyInstanceUID", "ModalitiesInStudy", "NumberOfStudyRelatedInstances",
-        }  # fmt: skip
+            "PatientName",
+            "StudyDate",
+            "StudyInstanceUID",
+            "ModalitiesInStudy",
+            "NumberOfStudyRelatedInstances",
+        }
         assert query.local == ()
 
     def test_uid_list_becomes_comma_separated(self) -> None:
@@ -121,21 +131,33 @@ class TestLocalMatching:
 
 class TestBuildResponse:
     def test_response_has_exactly_the_requested_keys_in_utf8(self) -> None:
-        request = identifier("STUDY", SpecificCharacterSet="ISO_IR 100", PatientName="", StudyInstanceUID="",
-                             StudyDescription="", RetrieveAETitle="")  # fmt: skip
-        result = Dataset.from_json({
-            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "NGUYỄN^VĂN"}]},
-            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
-            "00081030": {"vr": "LO", "Value": ["extra"]},
-            "00080020": {"vr": "DA", "Value": ["20200101"]},
-        })
+        request = identifier(
+            "STUDY",
+            SpecificCharacterSet="ISO_IR 100",
+            PatientName="",
+            StudyInstanceUID="",
+            StudyDescription="",
+            RetrieveAETitle="",
+        )
+        result = Dataset.from_json(
+            {
+                "00100010": {"vr": "PN", "Value": [{"Alphabetic": "NGUYỄN^VĂN"}]},
+                "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+                "00081030": {"vr": "LO", "Value": ["extra"]},
+                "00080020": {"vr": "DA", "Value": ["20200101"]},
+            }
+        )
         query = plan_query(request, STUDY_ROOT)
         response = build_response(request, query, result, {}, "WEBPACS")
         assert response.SpecificCharacterSet == "ISO_IR 192"
         assert {e.keyword for e in response} == {
-            "SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle", "PatientName",
-            "StudyDescription", "StudyInstanceUID",
-        }  # fmt: skip
+            "SpecificCharacterSet",
+            "QueryRetrieveLevel",
+            "RetrieveAETitle",
+            "PatientName",
+            "StudyDescription",
+            "StudyInstanceUID",
+        }
         assert str(response.PatientName) == "NGUYỄN^VĂN"
         assert response.StudyDescription == "extra"
         assert response.RetrieveAETitle == "WEBPACS"
@@ -182,8 +204,14 @@ def _study(patient_id: str, name: str, series: int, instances: int, sex: str = "
 class TestSearch:
     def test_patient_level_groups_studies_by_patient_id_and_sums_counts(self) -> None:
         client = _FakeClient([_study("P1", "A^B", 2, 10), _study("P2", "C^D", 1, 5), _study("P1", "A^B", 3, 7)])
-        request = identifier("PATIENT", PatientID="", PatientName="", NumberOfPatientRelatedStudies="",
-                             NumberOfPatientRelatedSeries="", NumberOfPatientRelatedInstances="")  # fmt: skip
+        request = identifier(
+            "PATIENT",
+            PatientID="",
+            PatientName="",
+            NumberOfPatientRelatedStudies="",
+            NumberOfPatientRelatedSeries="",
+            NumberOfPatientRelatedInstances="",
+        )
         query = plan_query(request, PATIENT_ROOT)
         found = {str(result.PatientID): computed for result, computed in search(client, query)}  # type: ignore[arg-type]
         assert found["P1"] == {0x00201200: 2, 0x00201202: 5, 0x00201204: 17}

@@ -66,7 +66,7 @@ class TestPutFromTheSameFilesystem:
         real_fsync = os.fsync
 
         def recording_fsync(fd: int) -> None:
-            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
             real_fsync(fd)
 
         monkeypatch.setattr(os, "fsync", recording_fsync)
@@ -84,7 +84,7 @@ class TestPutFromTheSameFilesystem:
         real_fsync = os.fsync
 
         def failing_on_folders(fd: int) -> None:
-            if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):  # noqa: PTH112  # the fd's path
+            if Path(f"/proc/self/fd/{fd}").readlink().is_dir():
                 raise OSError(errno.EIO, "I/O error")
             real_fsync(fd)
 
@@ -122,7 +122,7 @@ class TestPutAcrossFilesystems:
     def test_a_failed_copy_leaves_no_blob_and_no_temporary_file(
         self, store: FilesystemBlobStore, cross_device: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        def disk_full(src: Path, dst: Path) -> None:
+        def disk_full(_src: Path, dst: Path) -> None:
             Path(dst).write_bytes(DATA[:100])
             raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from storage.dicom.records import (
     BULK_BASE,
@@ -16,7 +23,16 @@ from storage.dicom.records import (
     StudyAttributes,
 )
 
-__all__ = ["CT_IMAGE", "MR_IMAGE", "SR_DOCUMENT", "Spec", "make_instance", "pn_json"]
+__all__ = [
+    "CT_IMAGE",
+    "MR_IMAGE",
+    "SR_DOCUMENT",
+    "Spec",
+    "create_database",
+    "drop_database",
+    "make_instance",
+    "pn_json",
+]
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -156,3 +172,32 @@ def make_instance(spec: Spec) -> tuple[ParsedInstance, str]:
         ),
     )
     return parsed, hashlib.sha256(metadata).hexdigest()
+
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is unreachable (start it): {exc}")
+
+
+def create_database(kind: str, tmp_path: Path) -> str:
+    """A new empty database of `kind` (sqlite | postgresql); its URL."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    name = f"webpacs_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return PG_URL.format(name=name)
+
+
+def drop_database(url: str) -> None:
+    """Drop a PostgreSQL database made by create_database (SQLite files go with tmp_path)."""
+    if url.startswith("postgresql"):
+        name = url.rsplit("/", 1)[1]
+        with _admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
