@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TokenService"]
 
-_TOKEN_PREFIX = "wp_"
+_TOKEN_PREFIX = "wp_"  # noqa: S105 - a recognisable prefix, not a secret
 _table = ApiToken.__table__  # type: ignore[attr-defined]
 
 
@@ -96,7 +96,9 @@ class TokenService:
 
     def list(self) -> list[dict[str, object]]:
         """Every token's public facts (never the token or its digest)."""
-        columns = [_table.c[name] for name in ("id", "name", "role", "created_at", "expires_at", "last_used_at", "revoked_at")]
+        columns = [
+            _table.c[name] for name in ("id", "name", "role", "created_at", "expires_at", "last_used_at", "revoked_at")
+        ]
         with self._engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(select(*columns).order_by(_table.c.id))]
 
@@ -113,9 +115,7 @@ class TokenService:
     def _touch(self, token_id: int) -> None:
         # Written on cache misses only, so at most once per cache period per token per worker.
         with self._engine.begin() as connection:
-            connection.execute(
-                update(_table).where(_table.c.id == token_id).values(last_used_at=datetime.now(UTC))
-            )
+            connection.execute(update(_table).where(_table.c.id == token_id).values(last_used_at=datetime.now(UTC)))
 
 
 def _aware(moment: datetime) -> datetime:

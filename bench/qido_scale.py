@@ -45,12 +45,60 @@ if TYPE_CHECKING:
 CHUNK = 5000
 BIG_SERIES = 1000  # instances in the one series timed by Index.metadata
 SURNAMES = [
-    "SMITH", "SMITHSON", "SMYTHE", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCÍA", "MILLER",
-    "MÜLLER", "DAVIS", "RODRIGUEZ", "MARTINEZ", "HERNANDEZ", "LOPEZ", "GONZALEZ", "WILSON",
-    "ANDERSON", "THOMAS", "TAYLOR", "MOORE", "JACKSON", "MARTIN", "LEE", "PEREZ", "THOMPSON",
-    "WHITE", "HARRIS", "SANCHEZ", "CLARK", "RAMIREZ", "LEWIS", "ROBINSON", "WALKER", "YOUNG",
-    "ALLEN", "KING", "WRIGHT", "SCOTT", "TORRES", "NGUYEN", "HILL", "FLORES", "GREEN", "ADAMS",
-    "NELSON", "BAKER", "HALL", "RIVERA", "CAMPBELL", "MITCHELL", "CARTER", "ROBERTS", "DUBOIS",
+    "SMITH",
+    "SMITHSON",
+    "SMYTHE",
+    "JOHNSON",
+    "WILLIAMS",
+    "BROWN",
+    "JONES",
+    "GARCÍA",
+    "MILLER",
+    "MÜLLER",
+    "DAVIS",
+    "RODRIGUEZ",
+    "MARTINEZ",
+    "HERNANDEZ",
+    "LOPEZ",
+    "GONZALEZ",
+    "WILSON",
+    "ANDERSON",
+    "THOMAS",
+    "TAYLOR",
+    "MOORE",
+    "JACKSON",
+    "MARTIN",
+    "LEE",
+    "PEREZ",
+    "THOMPSON",
+    "WHITE",
+    "HARRIS",
+    "SANCHEZ",
+    "CLARK",
+    "RAMIREZ",
+    "LEWIS",
+    "ROBINSON",
+    "WALKER",
+    "YOUNG",
+    "ALLEN",
+    "KING",
+    "WRIGHT",
+    "SCOTT",
+    "TORRES",
+    "NGUYEN",
+    "HILL",
+    "FLORES",
+    "GREEN",
+    "ADAMS",
+    "NELSON",
+    "BAKER",
+    "HALL",
+    "RIVERA",
+    "CAMPBELL",
+    "MITCHELL",
+    "CARTER",
+    "ROBERTS",
+    "DUBOIS",
 ]
 GIVEN = ["JOHN", "JANE", "ANNA", "PETER", "MARIA", "HANS", "JOSÉ", "LI", "SEAN", "EVA", "OMAR"]
 MODALITIES = ["CT", "MR", "CR", "US", "PT", "DX", "MG", "NM", "XA", "SR"]
@@ -94,7 +142,7 @@ class Loader:
             "00100020": _str("LO", patient_id),
             "0020000D": _str("UI", uid),
         }
-        n_series = 1 if instances < 4 else rng.randint(1, 4)  # noqa: PLR2004
+        n_series = 1 if instances < 4 else rng.randint(1, 4)
         if instances >= BIG_SERIES:
             n_series = 1
             self.big_series = (uid, f"{uid}.1")
@@ -217,7 +265,7 @@ def finish(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         for table in ("study", "series", "instance"):
             connection.execute(
-                text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")  # noqa: S608 - fixed table names
+                text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
             )
         connection.commit()
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -266,9 +314,11 @@ def main() -> int:
     index = Index(engine)
     with engine.connect() as connection:
         patient_ids = list(
-            connection.execute(select(study_table.c.patient_id).order_by(func.random()).limit(args.repeat + 1)).scalars()
+            connection.execute(
+                select(study_table.c.patient_id).order_by(func.random()).limit(args.repeat + 1)
+            ).scalars()
         )
-    assert loader.big_series is not None  # noqa: S101 - chunks() always makes it
+    assert loader.big_series is not None
 
     def qido(level: Level, params: Callable[[int], list[tuple[str, str]]]) -> Callable[[int], object]:
         return lambda attempt: index.search(parse_query(level, params(attempt)), max_results=1000)
@@ -280,12 +330,29 @@ def main() -> int:
 
     cases: list[tuple[str, Callable[[int], object]]] = [
         ("PatientID, limit=100", qido(Level.STUDY, lambda a: [("PatientID", patient_ids[a]), ("limit", "100")])),
-        ("PatientName prefix, limit=100", qido(Level.STUDY, lambda a: [("PatientName", names[a % len(names)]), ("limit", "100")])),
-        ("PatientName prefix, 1000 rows (server max)", qido(Level.STUDY, lambda a: [("PatientName", names[a % len(names)])])),
-        ("StudyDate range, limit=100", qido(Level.STUDY, lambda a: [("StudyDate", f"{year(a)}0101-{year(a)}0630"), ("limit", "100")])),
-        ("ModalitiesInStudy, limit=100", qido(Level.STUDY, lambda a: [("ModalitiesInStudy", MODALITIES[a % len(MODALITIES)]), ("limit", "100")])),
+        (
+            "PatientName prefix, limit=100",
+            qido(Level.STUDY, lambda a: [("PatientName", names[a % len(names)]), ("limit", "100")]),
+        ),
+        (
+            "PatientName prefix, 1000 rows (server max)",
+            qido(Level.STUDY, lambda a: [("PatientName", names[a % len(names)])]),
+        ),
+        (
+            "StudyDate range, limit=100",
+            qido(Level.STUDY, lambda a: [("StudyDate", f"{year(a)}0101-{year(a)}0630"), ("limit", "100")]),
+        ),
+        (
+            "ModalitiesInStudy, limit=100",
+            qido(Level.STUDY, lambda a: [("ModalitiesInStudy", MODALITIES[a % len(MODALITIES)]), ("limit", "100")]),
+        ),
         ("offset=50000 limit=100", qido(Level.STUDY, lambda a: [("offset", str(50_000 + a)), ("limit", "100")])),
-        ("series of a study", qido(Level.SERIES, lambda a: [("StudyInstanceUID", f"1.2.826.0.1.3680043.10.1.{1 + a * 997 % args.studies}")])),
+        (
+            "series of a study",
+            qido(
+                Level.SERIES, lambda a: [("StudyInstanceUID", f"1.2.826.0.1.3680043.10.1.{1 + a * 997 % args.studies}")]
+            ),
+        ),
         (f"metadata of a {BIG_SERIES}-instance series", lambda a: index.metadata(*loader.big_series)),  # type: ignore[misc]
     ]
     lines = [

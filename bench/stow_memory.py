@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,9 +25,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import start_server, stop_server  # noqa: E402
+from conftest import start_server, stop_server
 
-from storage.dicom.multipart import MultipartWriter  # noqa: E402
+from storage.dicom.multipart import MultipartWriter
 
 CHUNK = 1024 * 1024
 

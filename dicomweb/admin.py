@@ -72,7 +72,9 @@ def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
     return [TokenInfo(**row) for row in app_context(request).tokens.list()]  # type: ignore[arg-type]
 
 
-@delete("/api/tokens/{token_id:int}", guards=[admin_only], tags=["admin"], operation_id="RevokeToken", sync_to_thread=True)
+@delete(
+    "/api/tokens/{token_id:int}", guards=[admin_only], tags=["admin"], operation_id="RevokeToken", sync_to_thread=True
+)
 def revoke_token(request: Request[Any, Any, Any], token_id: int) -> None:
     """Revoke a token (admin only); it stops working within seconds."""
     if not app_context(request).tokens.revoke(token_id):

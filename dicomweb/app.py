@@ -13,8 +13,8 @@ from litestar.openapi import OpenAPIConfig
 
 from auth.tokens import TokenService
 from dicomweb.admin import ADMIN_HANDLERS
-from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.context import AppContext
+from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.nodes import DICOM_NODES_ROUTER
 from dicomweb.qido import QIDO_HANDLERS
@@ -48,7 +48,15 @@ def create_app(settings: Settings) -> Litestar:
     context = build_context(settings)
     context.archive.blobs.staging_dir().mkdir(parents=True, exist_ok=True)
     return Litestar(
-        route_handlers=[*QIDO_HANDLERS, *WADO_HANDLERS, *STOW_HANDLERS, *WADO_URI_HANDLERS, *DELETE_HANDLERS, *ADMIN_HANDLERS, DICOM_NODES_ROUTER],
+        route_handlers=[
+            *QIDO_HANDLERS,
+            *WADO_HANDLERS,
+            *STOW_HANDLERS,
+            *WADO_URI_HANDLERS,
+            *DELETE_HANDLERS,
+            *ADMIN_HANDLERS,
+            DICOM_NODES_ROUTER,
+        ],
         dependencies={"engine": Provide(lambda: context.engine, sync_to_thread=False)},
         middleware=[authentication()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -22,6 +22,8 @@ from dicomweb.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from auth.tokens import TokenService
+
 __all__ = ["main"]
 
 log = logging.getLogger("webpacs")
@@ -48,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="webpacs", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="webpacs", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the PACS: HTTP server and DIMSE bridge", description=_serve.__doc__)
@@ -57,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
     serve.add_argument("--workers", type=int, help="HTTP worker processes (default 1; use PostgreSQL for more)")
     serve.add_argument("--public-url", help="base URL clients see, when behind a proxy")
-    serve.add_argument("--no-bridge", dest="bridge", action="store_false", default=None, help="do not start the DIMSE bridge")
+    serve.add_argument(
+        "--no-bridge", dest="bridge", action="store_false", default=None, help="do not start the DIMSE bridge"
+    )
     serve.add_argument("--bridge-port", type=int, help="DICOM port of the bridge (default 11112)")
     serve.add_argument("--bridge-ae-title", help="AE title of the bridge (default WEBPACS)")
     serve.set_defaults(run=_serve)
@@ -75,12 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     create.set_defaults(run=_create_token)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec", description=_openapi.__doc__)
-    openapi.add_argument("--output", "-o", type=Path, default=Path("openapi/webpacs.yaml"), help="file to write (default openapi/webpacs.yaml; '-' for stdout)")
+    openapi.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("openapi/webpacs.yaml"),
+        help="file to write (default openapi/webpacs.yaml; '-' for stdout)",
+    )
     openapi.set_defaults(run=_openapi)
 
     sweep = commands.add_parser("sweep", help="remove stored-but-never-indexed blobs", description=_sweep.__doc__)
     _storage_flags(sweep)
-    sweep.add_argument("--grace", type=float, default=3600, help="skip blobs younger than this many seconds (default 3600)")
+    sweep.add_argument(
+        "--grace", type=float, default=3600, help="skip blobs younger than this many seconds (default 3600)"
+    )
     sweep.add_argument("--all", action="store_true", help="look at every blob, not only the last two days'")
     sweep.set_defaults(run=_sweep)
 
@@ -97,7 +111,18 @@ def _storage_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("host", "port", "workers", "public_url", "bridge", "bridge_port", "bridge_ae_title", "data_dir", "database_url", "blob_url")
+    names = (
+        "host",
+        "port",
+        "workers",
+        "public_url",
+        "bridge",
+        "bridge_port",
+        "bridge_ae_title",
+        "data_dir",
+        "database_url",
+        "blob_url",
+    )
     return Settings.from_env(**{name: getattr(args, name, None) for name in names})
 
 
@@ -193,13 +218,12 @@ class _BridgeLauncher:
             "WEBPACS_BRIDGE_AE_TITLE": self._settings.bridge_ae_title,
             "WEBPACS_BRIDGE_PORT": str(self._settings.bridge_port),
         }
-        self._process = subprocess.Popen([sys.executable, "-m", "dimse_bridge"], env=environment)  # noqa: S603
+        self._process = subprocess.Popen([sys.executable, "-m", "dimse_bridge"], env=environment)
         log.info("DIMSE bridge started (AE %s, port %d)", self._settings.bridge_ae_title, self._settings.bridge_port)
 
     def _bridge_token(self) -> str:
         """The bridge's token, kept in the data folder (mode 0600) and minted on first start."""
         from auth.errors import InvalidToken
-        from auth.tokens import TokenService
 
         tokens: TokenService = self._tokens  # type: ignore[assignment]
         path = self._settings.data_dir / "bridge.token"
@@ -267,7 +291,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _prepare(settings)
-    removed = build_context(settings).archive.sweep_orphans(grace_seconds=args.grace, recent_days=None if args.all else 2)
+    removed = build_context(settings).archive.sweep_orphans(
+        grace_seconds=args.grace, recent_days=None if args.all else 2
+    )
     print(f"removed {removed} orphaned blob(s)")  # noqa: T201
     return 0
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from sqlalchemy import Engine
+
+from auth.tokens import TokenService
+from dicomweb.settings import Settings
+from storage.archive import Archive
 from storage.errors import InvalidQuery
 
 if TYPE_CHECKING:
     from litestar import Request
-    from sqlalchemy import Engine
 
-    from auth.tokens import TokenService
-    from dicomweb.settings import Settings
-    from storage.archive import Archive
 
 __all__ = ["AppContext", "app_context", "dicomweb_base", "query_pairs"]
 
@@ -31,20 +32,20 @@ class AppContext:
     engine: Engine
 
 
-def app_context(request: Request[object, object, object]) -> AppContext:
+def app_context(request: Request[Any, Any, Any]) -> AppContext:
     """The AppContext of the app serving `request`."""
     context: AppContext = request.app.state.context
     return context
 
 
-def dicomweb_base(request: Request[object, object, object]) -> str:
+def dicomweb_base(request: Request[Any, Any, Any]) -> str:
     """The DICOMweb base URL clients should use (RetrieveURL, BulkDataURI)."""
     public = app_context(request).settings.public_url
     root = public.rstrip("/") if public else str(request.base_url).rstrip("/")
     return root + DICOMWEB_ROOT
 
 
-def query_pairs(request: Request[object, object, object]) -> list[tuple[str, str]]:
+def query_pairs(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
     """The query string as decoded (name, value) pairs, repeats kept, '+' read as a space.
 
     Raises:

@@ -20,7 +20,9 @@ _common: Final[dict[str, Any]] = {
 }
 
 
-async def _delete(request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None) -> Response[dict[str, int]]:
+async def _delete(
+    request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None
+) -> Response[dict[str, int]]:
     archive = app_context(request).archive
     count = await anyio.to_thread.run_sync(lambda: archive.delete(study, series, instance))
     return Response({"deleted_instances": count})
@@ -32,7 +34,12 @@ async def delete_study(request: Request[Any, Any, Any], study: str) -> Response[
     return await _delete(request, study)
 
 
-@delete("/dicomweb/studies/{study:str}/series/{series:str}", operation_id="DeleteSeries", summary="Delete a series", **_common)
+@delete(
+    "/dicomweb/studies/{study:str}/series/{series:str}",
+    operation_id="DeleteSeries",
+    summary="Delete a series",
+    **_common,
+)
 async def delete_series(request: Request[Any, Any, Any], study: str, series: str) -> Response[dict[str, int]]:
     """Remove every instance of the series."""
     return await _delete(request, study, series)
@@ -44,7 +51,9 @@ async def delete_series(request: Request[Any, Any, Any], study: str, series: str
     summary="Delete an instance",
     **_common,
 )
-async def delete_instance(request: Request[Any, Any, Any], study: str, series: str, instance: str) -> Response[dict[str, int]]:
+async def delete_instance(
+    request: Request[Any, Any, Any], study: str, series: str, instance: str
+) -> Response[dict[str, int]]:
     """Remove one instance."""
     return await _delete(request, study, series, instance)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from litestar import MediaType, Response
+from litestar import Response
 from litestar.exceptions import HTTPException
 
 from auth.errors import AuthError, InvalidToken, UnknownRole
@@ -45,11 +45,16 @@ def problem(status: int, detail: str, *, headers: dict[str, str] | None = None) 
     """An RFC 9457 problem response."""
     from http import HTTPStatus
 
-    body: dict[str, object] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _domain_error(request: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     status = next(code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind))
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
@@ -57,7 +62,7 @@ def _domain_error(request: Request[object, object, object], exc: Exception) -> R
     return problem(status, str(exc), headers=headers)
 
 
-def _http_error(request: Request[object, object, object], exc: HTTPException) -> Response[dict[str, object]]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, object]]:
     detail = exc.detail
     extra = getattr(exc, "extra", None)
     if extra:
@@ -65,7 +70,7 @@ def _http_error(request: Request[object, object, object], exc: HTTPException) ->
     return problem(exc.status_code, str(detail), headers=exc.headers)
 
 
-def _unexpected(request: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error; the server log has the details")
 

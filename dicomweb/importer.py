@@ -5,11 +5,10 @@ It talks to the server over HTTP like any client, so it works against a remote a
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from storage.dicom.multipart import MultipartWriter
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    import argparse
+    from collections.abc import Iterable, Iterator
 
 __all__ = ["add_import_command", "import_paths"]
 
@@ -72,16 +72,28 @@ def add_import_command(commands: Any) -> None:
             "Files already in the archive are skipped; files that are not DICOM are listed, not fatal."
         ),
     )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files, folders, .zip files or DICOMDIR files")
-    parser.add_argument("--url", default=os.environ.get("WEBPACS_URL", "http://127.0.0.1:8080"), help="server base URL (default http://127.0.0.1:8080, or WEBPACS_URL)")
-    parser.add_argument("--token", default=os.environ.get("WEBPACS_TOKEN"), help="bearer token with the uploader or admin role (or WEBPACS_TOKEN)")
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="files, folders, .zip files or DICOMDIR files"
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("WEBPACS_URL", "http://127.0.0.1:8080"),
+        help="server base URL (default http://127.0.0.1:8080, or WEBPACS_URL)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("WEBPACS_TOKEN"),
+        help="bearer token with the uploader or admin role (or WEBPACS_TOKEN)",
+    )
     parser.add_argument("--parallel", type=int, default=4, help="STOW-RS requests in flight at once (default 4)")
     parser.set_defaults(run=_run_import)
 
 
 def _run_import(args: argparse.Namespace) -> int:
     if not args.token:
-        sys.stderr.write("webpacs import: a token is needed: --token T or WEBPACS_TOKEN (create one with 'webpacs token create')\n")
+        sys.stderr.write(
+            "webpacs import: a token is needed: --token T or WEBPACS_TOKEN (create one with 'webpacs token create')\n"
+        )
         return 2
     console = Console(stderr=True)
     summary = import_paths(args.paths, url=args.url, token=args.token, parallel=args.parallel, console=console)
@@ -96,7 +108,9 @@ def _run_import(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def import_paths(paths: Iterable[Path], *, url: str, token: str, parallel: int = 4, console: Console | None = None) -> ImportSummary:
+def import_paths(
+    paths: Iterable[Path], *, url: str, token: str, parallel: int = 4, console: Console | None = None
+) -> ImportSummary:
     """Send every DICOM file under `paths` to the server at `url`; return what happened."""
     summary = ImportSummary()
     sources = list(_collect(paths, summary))
@@ -105,7 +119,10 @@ def import_paths(paths: Iterable[Path], *, url: str, token: str, parallel: int =
         TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=console, disable=console is None,
     )  # fmt: skip
-    with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=httpx.Timeout(300, connect=10)) as client, progress:
+    with (
+        httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=httpx.Timeout(300, connect=10)) as client,
+        progress,
+    ):
         task = progress.add_task("import", total=len(sources))
         present = _already_present(client, [source.sop_uid for source in sources])
         to_send = [source for source in sources if source.sop_uid not in present]
@@ -207,7 +224,9 @@ def _already_present(client: httpx.Client, sop_uids: list[str]) -> set[str]:
     unique = sorted(set(sop_uids))
     for start in range(0, len(unique), _QIDO_UID_CHUNK):
         chunk = unique[start : start + _QIDO_UID_CHUNK]
-        response = client.get("/dicomweb/instances", params={"SOPInstanceUID": ",".join(chunk), "includefield": "00080018"})
+        response = client.get(
+            "/dicomweb/instances", params={"SOPInstanceUID": ",".join(chunk), "includefield": "00080018"}
+        )
         response.raise_for_status()
         present.update(str(row["00080018"]["Value"][0]) for row in response.json())
     return present
@@ -238,7 +257,9 @@ def _send(client: httpx.Client, batch: list[_Source]) -> tuple[int, list[tuple[s
                     yield chunk
         yield writer.closing_delimiter()
 
-    response = client.post("/dicomweb/studies", content=body(), headers={"Content-Type": writer.content_type("application/dicom")})
+    response = client.post(
+        "/dicomweb/studies", content=body(), headers={"Content-Type": writer.content_type("application/dicom")}
+    )
     if response.status_code not in (200, 202, 409):
         reason = f"HTTP {response.status_code}: {response.text[:300]}"
         return 0, [(source.label, reason) for source in batch]

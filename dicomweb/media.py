@@ -33,6 +33,5 @@ def negotiate_json(accept_headers: list[str]) -> str:
         if media_type in _WILDCARDS:
             return DICOM_JSON
     raise NotAcceptable(
-        f"cannot answer in {', '.join(offered)}; this resource is available as {DICOM_JSON} "
-        "(or application/json)"
+        f"cannot answer in {', '.join(offered)}; this resource is available as {DICOM_JSON} (or application/json)"
     )

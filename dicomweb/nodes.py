@@ -6,14 +6,14 @@ The DIMSE bridge reads this list to decide who may associate and where a C-MOVE 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime  # noqa: TC003 - msgspec reads the DTO annotations at runtime
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 import anyio.to_thread
 from litestar import Router, delete, get, post, put
-from litestar.di import NamedDependency  # noqa: TC002 - litestar reads handler annotations at runtime
-from litestar.params import FromPath, JSONBody  # noqa: TC002 - litestar reads handler annotations at runtime
-from sqlalchemy.engine import Engine  # noqa: TC002 - litestar resolves handler annotations at runtime for DI
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from sqlalchemy.engine import Engine
 
 from dicomweb.security import admin_only
 from storage.index.nodes import (

@@ -28,18 +28,30 @@ _RETRIEVE_URL: Final = "00081190"
 
 
 def _documented_parameters(
-    limit: str | None = Parameter(query="limit", required=False, description="Maximum number of results (PS3.18 §8.3.4.4)."),
-    offset: str | None = Parameter(query="offset", required=False, description="Results to skip, for paging."),
-    includefield: str | None = Parameter(
-        query="includefield", required=False, description="Extra attributes to return: keywords or tags, comma separated, or 'all'. Repeatable."
+    limit: str | None = Parameter(
+        query="limit", required=False, description="Maximum number of results (PS3.18 §8.3.4.4)."
     ),
-    fuzzymatching: str | None = Parameter(query="fuzzymatching", required=False, description="'true': also match a name component's prefix."),
-    patient_name: str | None = Parameter(query="PatientName", required=False, description="Wildcards * and ?; case and accents ignored."),
+    offset: str | None = Parameter(query="offset", required=False, description="Results to skip, for paging."),
+    includefield: list[str] | None = Parameter(
+        query="includefield",
+        required=False,
+        description="Extra attributes to return: keywords or tags, comma separated, or 'all'. Repeatable.",
+    ),
+    fuzzymatching: str | None = Parameter(
+        query="fuzzymatching", required=False, description="'true': also match a name component's prefix."
+    ),
+    patient_name: str | None = Parameter(
+        query="PatientName", required=False, description="Wildcards * and ?; case and accents ignored."
+    ),
     patient_id: str | None = Parameter(query="PatientID", required=False),
-    study_date: str | None = Parameter(query="StudyDate", required=False, description="YYYYMMDD or a range A-B, -B, A-."),
+    study_date: str | None = Parameter(
+        query="StudyDate", required=False, description="YYYYMMDD or a range A-B, -B, A-."
+    ),
     accession_number: str | None = Parameter(query="AccessionNumber", required=False),
     modalities_in_study: str | None = Parameter(query="ModalitiesInStudy", required=False),
-    study_instance_uid: str | None = Parameter(query="StudyInstanceUID", required=False, description="One UID or a comma-separated list."),
+    study_instance_uid: str | None = Parameter(
+        query="StudyInstanceUID", required=False, description="One UID or a comma-separated list."
+    ),
 ) -> None:
     """Document the common query parameters in OpenAPI; values are read raw from the query string.
 
@@ -47,10 +59,12 @@ def _documented_parameters(
     """
 
 
-_PARAMETERS: Final = {"_documented": Provide(_documented_parameters, sync_to_thread=False)}
+_PARAMETERS: Final = {"matching_keys": Provide(_documented_parameters, sync_to_thread=False)}
 
 
-async def _search(request: Request[Any, Any, Any], level: Level, study_uid: str | None = None, series_uid: str | None = None) -> Response[bytes]:
+async def _search(
+    request: Request[Any, Any, Any], level: Level, study_uid: str | None = None, series_uid: str | None = None
+) -> Response[bytes]:
     media_type = negotiate_json(request.headers.getall("accept", []))
     context = app_context(request)
     query = parse_query(level, query_pairs(request), study_uid=study_uid, series_uid=series_uid)
@@ -63,7 +77,9 @@ async def _search(request: Request[Any, Any, Any], level: Level, study_uid: str 
     warnings = []
     if query.unsupported_keys:
         names = ", ".join(query.unsupported_keys)
-        warnings.append(f'299 webpacs "The following attributes are not supported for matching and were ignored: {names}"')
+        warnings.append(
+            f'299 webpacs "The following attributes are not supported for matching and were ignored: {names}"'
+        )
     if result.truncated:
         warnings.append(
             '299 webpacs "The number of results exceeded the maximum supported by the server. '
@@ -97,31 +113,43 @@ _common: Final[dict[str, Any]] = {
 
 
 @get("/dicomweb/studies", operation_id="SearchForStudies", summary="Search for studies", **_common)
-async def search_for_studies(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def search_for_studies(request: Request[Any, Any, Any], matching_keys: None) -> Response[bytes]:
     """QIDO-RS studies (PS3.18 §10.6.1, Table 10.6.1-2), newest first."""
     return await _search(request, Level.STUDY)
 
 
 @get("/dicomweb/series", operation_id="SearchForAllSeries", summary="Search for series", **_common)
-async def search_for_all_series(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def search_for_all_series(request: Request[Any, Any, Any], matching_keys: None) -> Response[bytes]:
     """QIDO-RS series across all studies."""
     return await _search(request, Level.SERIES)
 
 
-@get("/dicomweb/studies/{study:str}/series", operation_id="SearchForStudySeries", summary="Search for a study's series", **_common)
-async def search_for_series(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
+@get(
+    "/dicomweb/studies/{study:str}/series",
+    operation_id="SearchForStudySeries",
+    summary="Search for a study's series",
+    **_common,
+)
+async def search_for_series(request: Request[Any, Any, Any], matching_keys: None, study: str) -> Response[bytes]:
     """QIDO-RS series of one study."""
     return await _search(request, Level.SERIES, study_uid=study)
 
 
 @get("/dicomweb/instances", operation_id="SearchForAllInstances", summary="Search for instances", **_common)
-async def search_for_all_instances(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def search_for_all_instances(request: Request[Any, Any, Any], matching_keys: None) -> Response[bytes]:
     """QIDO-RS instances across all studies."""
     return await _search(request, Level.INSTANCE)
 
 
-@get("/dicomweb/studies/{study:str}/instances", operation_id="SearchForStudyInstances", summary="Search for a study's instances", **_common)
-async def search_for_study_instances(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
+@get(
+    "/dicomweb/studies/{study:str}/instances",
+    operation_id="SearchForStudyInstances",
+    summary="Search for a study's instances",
+    **_common,
+)
+async def search_for_study_instances(
+    request: Request[Any, Any, Any], matching_keys: None, study: str
+) -> Response[bytes]:
     """QIDO-RS instances of one study."""
     return await _search(request, Level.INSTANCE, study_uid=study)
 
@@ -132,7 +160,9 @@ async def search_for_study_instances(request: Request[Any, Any, Any], study: str
     summary="Search for a series' instances",
     **_common,
 )
-async def search_for_instances(request: Request[Any, Any, Any], study: str, series: str) -> Response[bytes]:
+async def search_for_instances(
+    request: Request[Any, Any, Any], matching_keys: None, study: str, series: str
+) -> Response[bytes]:
     """QIDO-RS instances of one series."""
     return await _search(request, Level.INSTANCE, study_uid=study, series_uid=series)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
@@ -24,7 +24,9 @@ PUBLIC_PATHS: Final = ("^/healthz$", "^/openapi.json$", "^/schema")
 
 
 class _BearerAuthentication(AbstractAuthenticationMiddleware):
-    async def authenticate_request(self, connection: ASGIConnection[object, object, object, object]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -36,7 +38,9 @@ class _BearerAuthentication(AbstractAuthenticationMiddleware):
         try:
             principal = tokens.verify(token.strip())
         except InvalidToken as exc:
-            raise NotAuthorizedException(str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+            raise NotAuthorizedException(
+                str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            ) from exc
         return AuthenticationResult(user=principal, auth=None)
 
 
@@ -48,7 +52,7 @@ def authentication() -> DefineMiddleware:
 def require(permission: Permission) -> Guard:
     """A guard letting through principals whose role grants `permission` (403 otherwise)."""
 
-    def guard(connection: ASGIConnection[object, object, object, object], _: BaseRouteHandler) -> None:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.user
         if not isinstance(principal, Principal) or not principal.may(permission):
             raise PermissionDeniedException(f"this needs the '{permission.value}' permission, which your role lacks")

@@ -76,8 +76,7 @@ class Settings:
             raise SettingsError(f"WEBPACS_MAX_RESULTS={self.max_results} must be at least 1")
         if self.database_url and not self.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError(
-                f"WEBPACS_DATABASE_URL={self.database_url!r}: use sqlite:///path or "
-                "postgresql+psycopg://user@host/db"
+                f"WEBPACS_DATABASE_URL={self.database_url!r}: use sqlite:///path or postgresql+psycopg://user@host/db"
             )
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"WEBPACS_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error")

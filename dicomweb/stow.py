@@ -82,7 +82,9 @@ async def _store_instances(request: Request[Any, Any, Any], study_uid: str | Non
                 body_error = str(exc)
                 cut = reader.incomplete_part
                 if cut is not None:
-                    outcomes[cut.number] = _Failure(cut.number, CANNOT_UNDERSTAND, f"part {cut.number} is incomplete: {exc}")
+                    outcomes[cut.number] = _Failure(
+                        cut.number, CANNOT_UNDERSTAND, f"part {cut.number} is incomplete: {exc}"
+                    )
     finally:
         reader.close()
     return _store_response(request, outcomes, body_error, study_uid)
@@ -113,13 +115,15 @@ def _checked_boundary(request: Request[Any, Any, Any], context: AppContext) -> s
     if media_type != "multipart/related" or part_type != _DICOM:
         raise HTTPException(
             status_code=415,
-            detail=f'STOW-RS here takes multipart/related; type="application/dicom", not {content_type or "no Content-Type"!r}',
+            detail='STOW-RS here takes multipart/related; type="application/dicom", '
+            f"not {content_type or 'no Content-Type'!r}",
         )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > context.settings.max_request_bytes:
         raise HTTPException(
             status_code=413,
-            detail=f"the body has {length} bytes, above this server's limit of {context.settings.max_request_bytes}; send fewer instances per request",
+            detail=f"the body has {length} bytes, above this server's limit of "
+            f"{context.settings.max_request_bytes}; send fewer instances per request",
         )
     try:
         return multipart_boundary(content_type)
@@ -137,7 +141,9 @@ async def _store_part(
     if part.content_type not in (None, _DICOM):
         part.path.unlink(missing_ok=True)
         outcomes[part.number] = _Failure(
-            part.number, CANNOT_UNDERSTAND, f"part {part.number} is {part.content_type}; only application/dicom parts are stored"
+            part.number,
+            CANNOT_UNDERSTAND,
+            f"part {part.number} is {part.content_type}; only application/dicom parts are stored",
         )
         return
     try:
@@ -145,14 +151,19 @@ async def _store_part(
             lambda: context.archive.store(part.path, part.sha256, study_uid=study_uid), limiter=limiter
         )
     except InvalidInstance as exc:
-        outcomes[part.number] = _Failure(part.number, exc.failure_reason, f"part {part.number}: {exc}", exc.sop_class_uid, exc.sop_instance_uid)
+        outcomes[part.number] = _Failure(
+            part.number, exc.failure_reason, f"part {part.number}: {exc}", exc.sop_class_uid, exc.sop_instance_uid
+        )
     except ArchiveError as exc:
         log.error("storing part %d failed: %s", part.number, exc)
         outcomes[part.number] = _Failure(part.number, ERROR_PROCESSING, f"part {part.number}: {exc}")
 
 
 def _store_response(
-    request: Request[Any, Any, Any], outcomes: dict[int, StoreResult | _Failure], body_error: str | None, study_uid: str | None
+    request: Request[Any, Any, Any],
+    outcomes: dict[int, StoreResult | _Failure],
+    body_error: str | None,
+    study_uid: str | None,
 ) -> Response[bytes]:
     base = dicomweb_base(request)
     stored = [outcome for _, outcome in sorted(outcomes.items()) if not isinstance(outcome, _Failure)]
@@ -169,10 +180,7 @@ def _store_response(
         answer[_FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_failed_item(failure) for failure in failed]}
     if body_error is not None:
         answer[_ERROR_COMMENT] = {"vr": "LO", "Value": [body_error]}
-    if stored:
-        status = 202 if failed or body_error is not None else 200
-    else:
-        status = 400 if body_error is not None else 409
+    status = (202 if failed or body_error is not None else 200) if stored else 400 if body_error is not None else 409
     for failure in failed:
         log.info("STOW part %d not stored: %s", failure.part, failure.comment)
     headers = {"Warning": f'299 webpacs "{body_error}"'} if body_error else None
@@ -219,7 +227,12 @@ async def store_instances(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await _store_instances(request, None)
 
 
-@post("/dicomweb/studies/{study:str}", operation_id="StoreStudyInstances", summary="Store instances of one study", **_common)
+@post(
+    "/dicomweb/studies/{study:str}",
+    operation_id="StoreStudyInstances",
+    summary="Store instances of one study",
+    **_common,
+)
 async def store_study_instances(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
     """STOW-RS into one study: instances of another study are refused (PS3.18 §10.5.1)."""
     return await _store_instances(request, study)

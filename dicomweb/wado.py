@@ -25,13 +25,13 @@ from storage.dicom.multipart import MultipartWriter
 from storage.dicom.pixels import decode_frame, to_explicit_little_endian
 from storage.dicom.records import BULK_BASE
 from storage.errors import InvalidQuery, NotFound
+from storage.index import StoredInstance
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from storage.archive import Archive
     from storage.dicom.media_types import Resource
-    from storage.index import StoredInstance
 
 __all__ = ["WADO_HANDLERS", "can_transcode", "instance_body", "stored_instances"]
 
@@ -69,7 +69,9 @@ async def stored_instances(
     return await anyio.to_thread.run_sync(lambda: archive.instances(study, series, instance))
 
 
-async def _retrieve(request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None) -> Stream:
+async def _retrieve(
+    request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None
+) -> Stream:
     archive = app_context(request).archive
     accepted = _accepted(request)
     stored = await stored_instances(archive, study, series, instance)
@@ -82,7 +84,9 @@ async def _retrieve(request: Request[Any, Any, Any], study: str, series: str | N
     )
 
 
-async def _multipart_body(archive: Archive, writer: MultipartWriter, plan: list[_Planned], location: Any) -> AsyncIterator[bytes]:
+async def _multipart_body(
+    archive: Archive, writer: MultipartWriter, plan: list[_Planned], location: Any
+) -> AsyncIterator[bytes]:
     for planned in plan:
         selected = planned.selected
         yield writer.part_header(
@@ -137,7 +141,8 @@ def _same_pixel_bytes(stored: str, target: str) -> bool:
 
 
 def _instance_url(base: str, stored: StoredInstance) -> str:
-    return f"{base}/studies/{stored.study_instance_uid}/series/{stored.series_instance_uid}/instances/{stored.sop_instance_uid}"
+    series = f"{base}/studies/{stored.study_instance_uid}/series/{stored.series_instance_uid}"
+    return f"{series}/instances/{stored.sop_instance_uid}"
 
 
 def _parse_frame_numbers(frames: str, count: int) -> list[int]:
@@ -159,7 +164,9 @@ def _parse_frame_numbers(frames: str, count: int) -> list[int]:
     return [number - 1 for number in numbers]
 
 
-async def _metadata(request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None) -> Response[bytes]:
+async def _metadata(
+    request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None
+) -> Response[bytes]:
     media_type = negotiate_json(request.headers.getall("accept", []))
     archive = app_context(request).archive
     items = await anyio.to_thread.run_sync(lambda: archive.index.metadata(study, series, instance))
@@ -179,7 +186,9 @@ async def _pixel_parts(
     selected = negotiate(_accepted(request), stored.transfer_syntax_uid, resource, can_transcode)
     plan = [_Planned(stored, selected, index) for index in indexes]
     writer = MultipartWriter()
-    return Stream(_multipart_body(archive, writer, plan, lambda _: None), media_type=writer.content_type(selected.media_type))
+    return Stream(
+        _multipart_body(archive, writer, plan, lambda _: None), media_type=writer.content_type(selected.media_type)
+    )
 
 
 _read = require(Permission.READ)
@@ -207,32 +216,56 @@ async def retrieve_instance(request: Request[Any, Any, Any], study: str, series:
     return await _retrieve(request, study, series, instance)
 
 
-@get(_STUDY + "/metadata", operation_id="RetrieveStudyMetadata", summary="A study's metadata", media_type="application/dicom+json", **_common)
+@get(
+    _STUDY + "/metadata",
+    operation_id="RetrieveStudyMetadata",
+    summary="A study's metadata",
+    media_type="application/dicom+json",
+    **_common,
+)
 async def retrieve_study_metadata(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
     """DICOM JSON of every instance of the study, bulk data as BulkDataURIs (computed at ingest)."""
     return await _metadata(request, study)
 
 
-@get(_SERIES + "/metadata", operation_id="RetrieveSeriesMetadata", summary="A series' metadata", media_type="application/dicom+json", **_common)
+@get(
+    _SERIES + "/metadata",
+    operation_id="RetrieveSeriesMetadata",
+    summary="A series' metadata",
+    media_type="application/dicom+json",
+    **_common,
+)
 async def retrieve_series_metadata(request: Request[Any, Any, Any], study: str, series: str) -> Response[bytes]:
     """DICOM JSON of every instance of the series."""
     return await _metadata(request, study, series)
 
 
-@get(_INSTANCE + "/metadata", operation_id="RetrieveInstanceMetadata", summary="An instance's metadata", media_type="application/dicom+json", **_common)
-async def retrieve_instance_metadata(request: Request[Any, Any, Any], study: str, series: str, instance: str) -> Response[bytes]:
+@get(
+    _INSTANCE + "/metadata",
+    operation_id="RetrieveInstanceMetadata",
+    summary="An instance's metadata",
+    media_type="application/dicom+json",
+    **_common,
+)
+async def retrieve_instance_metadata(
+    request: Request[Any, Any, Any], study: str, series: str, instance: str
+) -> Response[bytes]:
     """DICOM JSON of one instance."""
     return await _metadata(request, study, series, instance)
 
 
 @get(_INSTANCE + "/frames/{frames:str}", operation_id="RetrieveFrames", summary="Retrieve frames", **_common)
-async def retrieve_frames(request: Request[Any, Any, Any], study: str, series: str, instance: str, frames: str) -> Stream:
+async def retrieve_frames(
+    request: Request[Any, Any, Any], study: str, series: str, instance: str, frames: str
+) -> Stream:
     """Frames by number ("1" or "1,3,5"): native pixels (application/octet-stream) or as stored."""
     return await _pixel_parts(request, study, series, instance, frames, "frame")
 
 
 @get(_INSTANCE + "/bulk/{tag:str}", operation_id="RetrieveBulkData", summary="Retrieve bulk data", **_common)
-async def retrieve_bulk_data(request: Request[Any, Any, Any], study: str, series: str, instance: str, tag: str) -> Stream | Response[bytes]:
+async def retrieve_bulk_data(
+    request: Request[Any, Any, Any], study: str, series: str, instance: str, tag: str
+) -> Stream | Response[bytes]:
     """The value of a top-level binary attribute named by a metadata BulkDataURI."""
     try:
         number = int(tag, 16)
@@ -253,7 +286,9 @@ def _element_value(archive: Archive, stored: StoredInstance, tag: int) -> bytes:
         dataset = dcmread(path, stop_before_pixels=True)
     element = dataset.get(tag)
     if element is None or not isinstance(element.value, bytes | bytearray):
-        raise NotFound(f"instance {stored.sop_instance_uid} has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+        raise NotFound(
+            f"instance {stored.sop_instance_uid} has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        )
     return bytes(element.value)
 
 

@@ -33,8 +33,14 @@ async def wado_uri(
     study_uid: str = Parameter(query="studyUID"),
     series_uid: str = Parameter(query="seriesUID"),
     object_uid: str = Parameter(query="objectUID"),
-    content_type: str = Parameter(query="contentType", default=APPLICATION_DICOM, description="application/dicom (rendered images arrive with transcoding)."),
-    transfer_syntax: str | None = Parameter(query="transferSyntax", required=False, description="Default: Explicit VR Little Endian."),
+    content_type: str = Parameter(
+        query="contentType",
+        default=APPLICATION_DICOM,
+        description="application/dicom (rendered images arrive with transcoding).",
+    ),
+    transfer_syntax: str | None = Parameter(
+        query="transferSyntax", required=False, description="Default: Explicit VR Little Endian."
+    ),
 ) -> Stream:
     """The instance as application/dicom, in Explicit VR Little Endian unless transferSyntax says otherwise."""
     if request_type != "WADO":
@@ -44,7 +50,9 @@ async def wado_uri(
         raise NotAcceptable(f"contentType={content_type!r} is not offered yet; use contentType=application/dicom")
     archive = app_context(request).archive
     (stored,) = await stored_instances(archive, study_uid, series_uid, object_uid)
-    selected = negotiate([AcceptableMediaType(APPLICATION_DICOM, transfer_syntax)], stored.transfer_syntax_uid, "instance", can_transcode)
+    selected = negotiate(
+        [AcceptableMediaType(APPLICATION_DICOM, transfer_syntax)], stored.transfer_syntax_uid, "instance", can_transcode
+    )
     return Stream(instance_body(archive, stored, selected.transfer_syntax_uid), media_type=APPLICATION_DICOM)
 
 

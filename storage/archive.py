@@ -11,8 +11,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from storage.dicom.failure_reasons import DATA_SET_DOES_NOT_MATCH_SOP_CLASS, ERROR_PROCESSING

@@ -42,9 +42,7 @@ def _time(name: str, *, nullable: bool = False) -> sa.Column[object]:
 
 
 def _study_fk(table: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(
-        ["study_id"], ["study.id"], name=f"fk_{table}_study_id_study", ondelete="CASCADE"
-    )
+    return sa.ForeignKeyConstraint(["study_id"], ["study.id"], name=f"fk_{table}_study_id_study", ondelete="CASCADE")
 
 
 def upgrade() -> None:
@@ -93,9 +91,7 @@ def upgrade() -> None:
     op.create_index("ix_study_date_time", "study", ["study_date", "study_time", "id"])
     op.create_index("ix_study_accession_number", "study", ["accession_number"])
     op.create_index("ix_study_study_id", "study", ["study_id"])
-    op.create_index(
-        "ix_study_referring_physician_name_norm", "study", ["referring_physician_name_norm"]
-    )
+    op.create_index("ix_study_referring_physician_name_norm", "study", ["referring_physician_name_norm"])
 
     op.create_table(
         "study_modality",
@@ -113,9 +109,7 @@ def upgrade() -> None:
         _study_fk("study_sop_class"),
         sa.PrimaryKeyConstraint("study_id", "sop_class_uid"),
     )
-    op.create_index(
-        "ix_study_sop_class_sop_class_uid", "study_sop_class", ["sop_class_uid", "study_id"]
-    )
+    op.create_index("ix_study_sop_class_sop_class_uid", "study_sop_class", ["sop_class_uid", "study_id"])
 
     op.create_table(
         "series",
@@ -159,16 +153,12 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         _time("created_at"),
-        sa.ForeignKeyConstraint(
-            ["series_id"], ["series.id"], name="fk_instance_series_id_series", ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["series_id"], ["series.id"], name="fk_instance_series_id_series", ondelete="CASCADE"),
         _study_fk("instance"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("sop_instance_uid", name="uq_instance_sop_instance_uid"),
     )
-    op.create_index(
-        "ix_instance_series_order", "instance", ["series_id", "instance_number", "id"]
-    )
+    op.create_index("ix_instance_series_order", "instance", ["series_id", "instance_number", "id"])
     op.create_index("ix_instance_study_id", "instance", ["study_id"])
     op.create_index("ix_instance_sop_class_uid", "instance", ["sop_class_uid"])
     op.create_index("ix_instance_blob_key", "instance", ["blob_key"])

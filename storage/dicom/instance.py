@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import struct
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from pydicom import dcmread
@@ -34,6 +33,8 @@ from storage.dicom.records import (
 from storage.errors import InvalidInstance
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pydicom.dataset import Dataset
 
 __all__ = ["read_instance"]
@@ -62,8 +63,10 @@ def read_instance(path: Path) -> ParsedInstance:
         return _read_instance(path)
     except InvalidInstance:
         raise
-    except Exception as exc:  # noqa: BLE001 - pydicom raises arbitrary errors on malformed input
-        raise InvalidInstance(f"the DICOM data cannot be parsed ({type(exc).__name__}: {exc})", CANNOT_UNDERSTAND) from exc
+    except Exception as exc:
+        raise InvalidInstance(
+            f"the DICOM data cannot be parsed ({type(exc).__name__}: {exc})", CANNOT_UNDERSTAND
+        ) from exc
 
 
 def _read_instance(path: Path) -> ParsedInstance:
@@ -149,9 +152,7 @@ def _read_header(fp: BinaryIO) -> Dataset:
             CANNOT_UNDERSTAND,
         ) from exc
     if "TransferSyntaxUID" not in dataset.file_meta:
-        raise InvalidInstance(
-            "the File Meta Information has no Transfer Syntax UID (0002,0010)", CANNOT_UNDERSTAND
-        )
+        raise InvalidInstance("the File Meta Information has no Transfer Syntax UID (0002,0010)", CANNOT_UNDERSTAND)
     return dataset
 
 
@@ -183,9 +184,7 @@ class _PixelData(NamedTuple):
 _NO_PIXEL_DATA = _PixelData(0, "", 0, None)
 
 
-def _walk_pixel_data(
-    fp: BinaryIO, dataset: Dataset, transfer_syntax: str, file_size: int
-) -> _PixelData:
+def _walk_pixel_data(fp: BinaryIO, dataset: Dataset, transfer_syntax: str, file_size: int) -> _PixelData:
     """Seek over the pixel data, checking it is complete; return its tag, VR and frame offsets."""
     frame_count = _integer(dataset, "NumberOfFrames") or 1
     if transfer_syntax in _DEFLATED:
@@ -217,8 +216,7 @@ def _walk_pixel_data(
         return _PixelData(tag, vr, frame_count, _group_fragments(fp, dataset, fragments, frame_count))
     if value_offset + length > file_size:
         raise InvalidInstance(
-            f"the pixel data is truncated: {length} bytes declared, "
-            f"{max(0, file_size - value_offset)} present",
+            f"the pixel data is truncated: {length} bytes declared, {max(0, file_size - value_offset)} present",
             CANNOT_UNDERSTAND,
         )
     if not little or tag != 0x7FE00010:
@@ -231,9 +229,7 @@ def _native_vr(dataset: Dataset) -> str:
     return "OW" if (_integer(dataset, "BitsAllocated") or 16) > 8 else "OB"
 
 
-def _native_frames(
-    dataset: Dataset, value_offset: int, length: int, frame_count: int
-) -> tuple[Frame, ...] | None:
+def _native_frames(dataset: Dataset, value_offset: int, length: int, frame_count: int) -> tuple[Frame, ...] | None:
     """Frame offsets of native pixel data, or None when frames are not byte-aligned (1-bit)."""
     bits = _integer(dataset, "BitsAllocated") or 0
     rows, columns = _integer(dataset, "Rows") or 0, _integer(dataset, "Columns") or 0

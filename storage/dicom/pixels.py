@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
-from pydicom.pixels import pixel_array
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from storage.errors import NotAcceptable
@@ -80,7 +80,6 @@ def to_explicit_little_endian(path: Path) -> bytes:
         dcmwrite(buffer, dataset, implicit_vr=False, little_endian=True, force_encoding=True)
     except _DECODE_ERRORS as exc:
         raise NotAcceptable(
-            f"the instance cannot be converted to Explicit VR Little Endian ({exc}); "
-            "ask for it with transfer-syntax=*"
+            f"the instance cannot be converted to Explicit VR Little Endian ({exc}); ask for it with transfer-syntax=*"
         ) from exc
     return buffer.getvalue()

@@ -74,7 +74,7 @@ _JOINED = instance_table.join(series_table, instance_table.c.series_id == series
 )
 
 
-def _hierarchy_order(row: Row[Any]) -> tuple[bool, int, int, bool, int, int]:
+def _hierarchy_order(row: Row[*tuple[Any, ...]]) -> tuple[bool, int, int, bool, int, int]:
     """Series by SeriesNumber then arrival, instances by InstanceNumber then arrival; no number last.
 
     Sorted in Python: the database would have to carry every row's metadata through its sorter.
@@ -104,9 +104,7 @@ class Index:
         """
         check(self._engine)
 
-    def add_instance(
-        self, parsed: ParsedInstance, *, blob_key: str, size: int, sha256: str
-    ) -> AddOutcome:
+    def add_instance(self, parsed: ParsedInstance, *, blob_key: str, size: int, sha256: str) -> AddOutcome:
         """Index an instance whose bytes are durable under `blob_key`, in one transaction.
 
         Same SOP Instance UID and sha256 as a stored instance: nothing changes (already_present).
@@ -191,9 +189,7 @@ class Index:
             for row in rows
         ]
 
-    def metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-    ) -> list[bytes]:
+    def metadata(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[bytes]:
         """Each instance's stored DICOM JSON (UTF-8 bytes, BulkDataURIs under BULK_BASE), in order.
 
         Raises:
@@ -208,7 +204,7 @@ class Index:
         study_uid: str,
         series_uid: str | None,
         sop_uid: str | None,
-    ) -> list[Row[Any]]:
+    ) -> list[Row[*tuple[Any, ...]]]:
         conditions: list[ColumnElement[bool]] = [study_table.c.study_instance_uid == study_uid]
         if series_uid is not None:
             conditions.append(series_table.c.series_instance_uid == series_uid)
@@ -234,9 +230,7 @@ class Index:
             raise NotFound(msg)
         return sorted(rows, key=_hierarchy_order)
 
-    def delete(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-    ) -> list[str]:
+    def delete(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[str]:
         """Remove a study, series or instance from the index, in one transaction.
 
         Counts and sets are recomputed; a series or study left empty goes too.
@@ -274,10 +268,6 @@ class Index:
                 return
             after = page[-1].id
 
-    def check(self) -> None:
-        """Readiness probe. Raises IndexUnavailable: unreachable, or the schema is not migrated."""
-        check(self._engine)
-
     def counts(self) -> IndexCounts:
         """Number of studies, series, instances and stored bytes."""
         with self._engine.connect() as connection:
@@ -291,7 +281,4 @@ class Index:
 
 def _frames(text: str) -> tuple[Frame, ...]:
     decoded: list[list[list[int]]] = json.loads(text)
-    return tuple(
-        Frame(tuple((offset, length) for offset, length in fragments)) for fragments in decoded
-    )
-
+    return tuple(Frame(tuple((offset, length) for offset, length in fragments)) for fragments in decoded)

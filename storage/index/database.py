@@ -76,14 +76,12 @@ def open_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> Eng
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if backend == "postgresql":
-        return create_engine(
-            sa_url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-        )
+        return create_engine(sa_url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
     msg = f"index URL {sa_url.render_as_string()!r}: use sqlite:///PATH or postgresql+psycopg://..."
     raise IndexUnavailable(msg)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:  # noqa: ANN401 - DBAPI object
+def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
     # isolation_level None stops the sqlite3 driver's own implicit BEGIN (see _sqlite_on_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -133,9 +131,7 @@ def migrate(url: str) -> None:
     try:
         with write_transaction(engine) as connection:
             if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-                )
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -31,9 +31,6 @@ from sqlalchemy import (
     text,
 )
 from sqlmodel import Field, SQLModel
-
-if TYPE_CHECKING:
-    from sqlalchemy import Table
 
 __all__ = [
     "Change",
@@ -122,38 +119,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _text_column(name: str, *, nullable: bool = False) -> Any:  # noqa: ANN401 - sqlmodel's Field() is untyped
+def _text_column(name: str, *, nullable: bool = False) -> Any:
     """A matching-key text column: '' when the attribute is absent, never NULL."""
     if nullable:
         return Field(default=None, sa_column=Column(name, text_type(), nullable=True))
     return Field(default="", sa_column=Column(name, text_type(), nullable=False, server_default=""))
 
 
-def _int_column(name: str, *, nullable: bool = True) -> Any:  # noqa: ANN401 - sqlmodel's Field() is untyped
+def _int_column(name: str, *, nullable: bool = True) -> Any:
     if nullable:
         return Field(default=None, sa_column=Column(name, Integer(), nullable=True))
-    return Field(
-        default=0, sa_column=Column(name, Integer(), nullable=False, server_default=text("0"))
-    )
+    return Field(default=0, sa_column=Column(name, Integer(), nullable=False, server_default=text("0")))
 
 
-def _id_column() -> Any:  # noqa: ANN401 - sqlmodel's Field() is untyped
+def _id_column() -> Any:
     return Field(default=None, sa_column=Column("id", id_type(), primary_key=True, autoincrement=True))
 
 
-def _fk_column(name: str, target: str, constraint: str) -> Any:  # noqa: ANN401 - sqlmodel's Field() is untyped
+def _fk_column(name: str, target: str, constraint: str) -> Any:
     return Field(
-        sa_column=Column(
-            name, id_type(), ForeignKey(target, ondelete="CASCADE", name=constraint), nullable=False
-        )
+        sa_column=Column(name, id_type(), ForeignKey(target, ondelete="CASCADE", name=constraint), nullable=False)
     )
 
 
-def _uid_column(name: str) -> Any:  # noqa: ANN401 - sqlmodel's Field() is untyped
+def _uid_column(name: str) -> Any:
     return Field(sa_column=Column(name, text_type(), nullable=False))
 
 
-def _time_column(name: str) -> Any:  # noqa: ANN401 - sqlmodel's Field() is untyped
+def _time_column(name: str) -> Any:
     return Field(default_factory=_now, sa_column=Column(name, UtcDateTime(), nullable=False))
 
 
@@ -216,9 +209,7 @@ class StudySopClass(SQLModel, table=True):
     """SOPClassesInStudy (0008,0062): the distinct SOP Class UIDs of the study's instances."""
 
     __tablename__ = "study_sop_class"
-    __table_args__: ClassVar[Any] = (
-        Index("ix_study_sop_class_sop_class_uid", "sop_class_uid", "study_id"),
-    )
+    __table_args__: ClassVar[Any] = (Index("ix_study_sop_class_sop_class_uid", "sop_class_uid", "study_id"),)
 
     study_id: int = Field(
         sa_column=Column(
@@ -299,22 +290,18 @@ class Change(SQLModel, table=True):
     # AUTOINCREMENT on SQLite: a sequence number is never reused, even after the newest row is gone.
     __table_args__: ClassVar[Any] = {"sqlite_autoincrement": True}
 
-    seq: int | None = Field(
-        default=None, sa_column=Column("seq", id_type(), primary_key=True, autoincrement=True)
-    )
+    seq: int | None = Field(default=None, sa_column=Column("seq", id_type(), primary_key=True, autoincrement=True))
     kind: str = Field(sa_column=Column("kind", String(8), nullable=False))
     study_instance_uid: str = Field(sa_column=Column("study_instance_uid", text_type(), nullable=False))
-    series_instance_uid: str = Field(
-        sa_column=Column("series_instance_uid", text_type(), nullable=False)
-    )
+    series_instance_uid: str = Field(sa_column=Column("series_instance_uid", text_type(), nullable=False))
     sop_instance_uid: str = Field(sa_column=Column("sop_instance_uid", text_type(), nullable=False))
     at: datetime = _time_column("at")
 
 
 # Core handles for the hot paths (SQLAlchemy Core statements, no ORM sessions).
-study_table: Final = cast("Table", Study.__table__)
-study_modality_table: Final = cast("Table", StudyModality.__table__)
-study_sop_class_table: Final = cast("Table", StudySopClass.__table__)
-series_table: Final = cast("Table", Series.__table__)
-instance_table: Final = cast("Table", Instance.__table__)
-change_table: Final = cast("Table", Change.__table__)
+study_table: Final = SQLModel.metadata.tables["study"]
+study_modality_table: Final = SQLModel.metadata.tables["study_modality"]
+study_sop_class_table: Final = SQLModel.metadata.tables["study_sop_class"]
+series_table: Final = SQLModel.metadata.tables["series"]
+instance_table: Final = SQLModel.metadata.tables["instance"]
+change_table: Final = SQLModel.metadata.tables["change"]

@@ -200,8 +200,10 @@ def resolve_attribute(name: str) -> tuple[str, str] | None:
 
 
 def _resolve_path(name: str) -> tuple[str, str] | None:
-    """Like resolve_attribute, for a sequence path too (`Seq.Attribute`, PS3.18 §8.3.4.1): the
-    top-level attribute, which carries the whole sequence, is what the index can return."""
+    """Like resolve_attribute, for a sequence path (`Seq.Attribute`, PS3.18 §8.3.4.1) too.
+
+    The top-level attribute, which carries the whole sequence, is what the index can return.
+    """
     resolved = [resolve_attribute(part) for part in name.split(".")]
     return None if None in resolved else resolved[0]
 

@@ -233,9 +233,7 @@ _OUTPUT_COLUMNS: Final[Mapping[Level, tuple[Any, ...]]] = {
 }
 
 
-def _joined(
-    level: Level, conditions: Mapping[Level, list[ColumnElement[bool]]] | None
-) -> FromClause:
+def _joined(level: Level, conditions: Mapping[Level, list[ColumnElement[bool]]] | None) -> FromClause:
     """The level's table joined to the upper levels that `conditions` use (all when None)."""
 
     def needed(upper: Level) -> bool:
@@ -287,7 +285,7 @@ def _compile_match(dialect: str, match: Match, *, fuzzy: bool) -> ColumnElement[
     return _in_study(keyword, condition)
 
 
-def _any_of(dialect: str, vr: str, column: Any, values: Iterable[str]) -> ColumnElement[bool]:  # noqa: ANN401 - a Column
+def _any_of(dialect: str, vr: str, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
     if vr == "PN":
         return or_(*(_person_name(dialect, column, value, fuzzy=False) for value in values))
     return column.in_(tuple(values))  # type: ignore[no-any-return]
@@ -301,7 +299,7 @@ def _in_study(keyword: str, condition: ColumnElement[bool]) -> ColumnElement[boo
     return exists().where(join_table.c.study_id == study_table.c.id, condition)
 
 
-def _range(column: Any, vr: str, matcher: Range) -> ColumnElement[bool]:  # noqa: ANN401 - a Column
+def _range(column: Any, vr: str, matcher: Range) -> ColumnElement[bool]:
     # Empty values never match a range (PS3.4 §C.2.2.2.5). Stored DA/TM strings compare in time
     # order byte-wise ("C" collation); a TM upper bound includes every time inside its precision.
     conditions = [column != ""]
@@ -327,7 +325,7 @@ def _literal_prefix(pattern: str) -> str:
     return pattern
 
 
-def _pattern(dialect: str, column: Any, pattern: str) -> ColumnElement[bool]:  # noqa: ANN401 - a Column
+def _pattern(dialect: str, column: Any, pattern: str) -> ColumnElement[bool]:
     """`column` matches the DICOM wildcard `pattern` (`*`, `?`), case-sensitively."""
     if dialect == "sqlite":
         # SQLite's LIKE ignores ASCII case; GLOB does not and uses the same `*` and `?` as DICOM:
@@ -337,12 +335,12 @@ def _pattern(dialect: str, column: Any, pattern: str) -> ColumnElement[bool]:  #
     return column.like(escaped.replace("*", "%").replace("?", "_"), escape="\\")  # type: ignore[no-any-return]
 
 
-def _prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:  # noqa: ANN401 - a Column
+def _prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:
     """`column` starts with `prefix`, as a range a B-tree index answers."""
     return and_(column >= prefix, column < _successor(prefix))
 
 
-def _wildcard(dialect: str, column: Any, pattern: str) -> ColumnElement[bool]:  # noqa: ANN401 - a Column
+def _wildcard(dialect: str, column: Any, pattern: str) -> ColumnElement[bool]:
     prefix = _literal_prefix(pattern)
     if not prefix:
         return _pattern(dialect, column, pattern)
@@ -351,20 +349,19 @@ def _wildcard(dialect: str, column: Any, pattern: str) -> ColumnElement[bool]:  
     return and_(_prefix_range(column, prefix), _pattern(dialect, column, pattern))
 
 
-def _equal_or_wildcard(dialect: str, column: Any, value: str) -> ColumnElement[bool]:  # noqa: ANN401 - a Column
+def _equal_or_wildcard(dialect: str, column: Any, value: str) -> ColumnElement[bool]:
     if _literal_prefix(value) == value:
         return column == value  # type: ignore[no-any-return]
     return _wildcard(dialect, column, value)
 
 
-def _person_name(dialect: str, column: Any, raw: str, *, fuzzy: bool) -> ColumnElement[bool]:  # noqa: ANN401 - a Column
-    """PN matching on the normalised column: case and accents are ignored (PS3.4 §C.2.2.2.1 leaves
-    PN case sensitivity to the SCP).
+def _person_name(dialect: str, column: Any, raw: str, *, fuzzy: bool) -> ColumnElement[bool]:
+    """PN matching on the normalised column, ignoring case and accents.
 
-    A value with component groups (`=`) matches the whole stored value. A value without matches the
-    first (alphabetic) group, or, when it has characters outside ASCII after folding (ideographic,
-    phonetic), any group. fuzzymatching=true (PS3.18 §8.3.4.1) also matches the value as the prefix
-    of any name component.
+    PS3.4 §C.2.2.2.1 leaves PN case sensitivity to the SCP. A value with component groups (`=`)
+    matches the whole stored value. A value without matches the first (alphabetic) group or, when it
+    has characters outside ASCII after folding (ideographic, phonetic), any group.
+    fuzzymatching=true (PS3.18 §8.3.4.1) also matches the value as the prefix of any name component.
     """
     value = normalize_person_name(raw).rstrip("=")
     if "=" in value:
@@ -391,15 +388,13 @@ def _person_name(dialect: str, column: Any, raw: str, *, fuzzy: bool) -> ColumnE
     return or_(*branches)
 
 
-def _to_dicom_json(connection: Connection, query: Query, rows: Sequence[Row[Any]]) -> list[DicomJson]:
+def _to_dicom_json(connection: Connection, query: Query, rows: Sequence[Row[*tuple[Any, ...]]]) -> list[DicomJson]:
     wanted = dict.fromkeys(_defaults(query))
     wanted.update(dict.fromkeys(match.key.tag for match in query.matches))
     wanted.update(dict.fromkeys(query.include_fields))
     study_ids = [row.study_pk for row in rows]
     modalities = (
-        _multi_values(connection, study_modality_table.c.modality, study_ids)
-        if _MODALITIES_IN_STUDY in wanted
-        else {}
+        _multi_values(connection, study_modality_table.c.modality, study_ids) if _MODALITIES_IN_STUDY in wanted else {}
     )
     sop_classes = (
         _multi_values(connection, study_sop_class_table.c.sop_class_uid, study_ids)
@@ -465,13 +460,15 @@ def _computed(vr: str, value: str | int | list[str]) -> DicomJson:
 
 @cache
 def _empty(tag: str) -> DicomJson | None:
-    """A requested attribute without a value is returned empty, as C-FIND does (PS3.4 §C.2.2.1.2);
-    None when its VR is not known for sure (private or multi-VR attributes)."""
+    """A requested attribute without a value, returned empty as C-FIND does (PS3.4 §C.2.2.1.2).
+
+    None when its VR is not known for sure (private or multi-VR attributes).
+    """
     try:
         vr = dictionary_VR(int(tag, 16))
     except KeyError:
         return None
-    return {"vr": vr} if len(vr) == 2 else None  # noqa: PLR2004 - "US or SS" is not one VR
+    return {"vr": vr} if len(vr) == 2 else None
 
 
 def _defaults(query: Query) -> tuple[str, ...]:
@@ -488,7 +485,7 @@ def _defaults(query: Query) -> tuple[str, ...]:
     return STUDY_DEFAULTS + SERIES_DEFAULTS + INSTANCE_DEFAULTS
 
 
-def _multi_values(connection: Connection, column: Any, study_ids: Iterable[int]) -> dict[int, list[str]]:  # noqa: ANN401 - a Column
+def _multi_values(connection: Connection, column: Any, study_ids: Iterable[int]) -> dict[int, list[str]]:
     table = column.table
     values: dict[int, list[str]] = defaultdict(list)
     ids = list(study_ids)

@@ -60,7 +60,7 @@ class NewInstance:
     sha256: str
 
 
-def _upsert(connection: Connection, table: Table) -> Any:  # noqa: ANN401 - dialect Insert types differ
+def _upsert(connection: Connection, table: Table) -> Any:
     """INSERT with ON CONFLICT support: both dialects spell it the same way in SQLAlchemy."""
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -95,9 +95,7 @@ def _study_values(parsed: ParsedInstance, now: datetime) -> dict[str, Any]:
         "study_id": study.study_id,
         "study_description": study.study_description,
         "referring_physician_name": study.referring_physician_name,
-        "referring_physician_name_norm": normalize_person_name(
-            study.referring_physician_name
-        ).rstrip("="),
+        "referring_physician_name_norm": normalize_person_name(study.referring_physician_name).rstrip("="),
         "institution_name": study.institution_name,
         "json": _json(study.json),
         "updated_at": now,
@@ -143,9 +141,7 @@ def _lock_study(connection: Connection, parsed: ParsedInstance, now: datetime) -
     uid = parsed.study.study_instance_uid
     values = {"study_instance_uid": uid, **_study_values(parsed, now), "created_at": now}
     connection.execute(
-        _upsert(connection, study_table)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["study_instance_uid"])
+        _upsert(connection, study_table).values(values).on_conflict_do_nothing(index_elements=["study_instance_uid"])
     )
     study_id: int = connection.execute(
         select(study_table.c.id).where(study_table.c.study_instance_uid == uid).with_for_update()
@@ -153,7 +149,7 @@ def _lock_study(connection: Connection, parsed: ParsedInstance, now: datetime) -
     return study_id
 
 
-def _stored_instance(connection: Connection, sop_uid: str) -> Row[Any] | None:
+def _stored_instance(connection: Connection, sop_uid: str) -> Row[*tuple[Any, ...]] | None:
     return connection.execute(
         select(
             instance_table.c.id,
@@ -192,23 +188,18 @@ def add_instance(connection: Connection, item: NewInstance) -> AddOutcome:
     sop_uid = parsed.instance.sop_instance_uid
     stored = _stored_instance(connection, sop_uid)
     if stored is not None:
-        if (
-            stored.study_id != study_id
-            or stored.series_instance_uid != parsed.series.series_instance_uid
-        ):
+        if stored.study_id != study_id or stored.series_instance_uid != parsed.series.series_instance_uid:
             where = f"study {stored.study_instance_uid} series {stored.series_instance_uid}"
             raise _conflict("SOP Instance UID", sop_uid, where, parsed)
         if stored.sha256 == item.sha256:
             return AddOutcome("already_present")
     series_id, new_series = _series(connection, parsed, study_id)
     new_instance = stored is None
-    if new_instance:
+    if stored is None:
         _insert_instance(connection, item, series_id, study_id, now)
     else:
         connection.execute(
-            update(instance_table)
-            .where(instance_table.c.id == stored.id)
-            .values(_instance_values(item, now))
+            update(instance_table).where(instance_table.c.id == stored.id).values(_instance_values(item, now))
         )
         # The replaced instance may have been the study's last of its SOP class.
         _refresh_sop_classes(connection, study_id)
@@ -235,7 +226,7 @@ def add_instance(connection: Connection, item: NewInstance) -> AddOutcome:
     )
     uids = (parsed.study.study_instance_uid, parsed.series.series_instance_uid, sop_uid)
     _append_changes(connection, "stored", [uids], now)
-    if new_instance:
+    if stored is None:
         return AddOutcome("stored")
     return AddOutcome("replaced", stored.blob_key)
 
@@ -275,9 +266,7 @@ def _series(connection: Connection, parsed: ParsedInstance, study_id: int) -> tu
     return existing.id, False
 
 
-def _insert_instance(
-    connection: Connection, item: NewInstance, series_id: int, study_id: int, now: datetime
-) -> None:
+def _insert_instance(connection: Connection, item: NewInstance, series_id: int, study_id: int, now: datetime) -> None:
     sop_uid = item.parsed.instance.sop_instance_uid
     inserted = connection.execute(
         _upsert(connection, instance_table)
@@ -294,9 +283,7 @@ def _insert_instance(
         raise _conflict("SOP Instance UID", sop_uid, "another study", item.parsed)
 
 
-def _append_changes(
-    connection: Connection, kind: str, uids: list[tuple[str, str, str]], now: datetime
-) -> None:
+def _append_changes(connection: Connection, kind: str, uids: list[tuple[str, str, str]], now: datetime) -> None:
     connection.execute(
         insert(change_table),
         [
@@ -314,9 +301,7 @@ def _append_changes(
 
 def _refresh_modalities(connection: Connection, study_id: int) -> None:
     """Rebuild ModalitiesInStudy from the study's series."""
-    connection.execute(
-        delete(study_modality_table).where(study_modality_table.c.study_id == study_id)
-    )
+    connection.execute(delete(study_modality_table).where(study_modality_table.c.study_id == study_id))
     connection.execute(
         insert(study_modality_table).from_select(
             ["study_id", "modality"],
@@ -329,9 +314,7 @@ def _refresh_modalities(connection: Connection, study_id: int) -> None:
 
 def _refresh_sop_classes(connection: Connection, study_id: int) -> None:
     """Rebuild SOPClassesInStudy from the study's instances."""
-    connection.execute(
-        delete(study_sop_class_table).where(study_sop_class_table.c.study_id == study_id)
-    )
+    connection.execute(delete(study_sop_class_table).where(study_sop_class_table.c.study_id == study_id))
     connection.execute(
         insert(study_sop_class_table).from_select(
             ["study_id", "sop_class_uid"],
@@ -342,9 +325,7 @@ def _refresh_sop_classes(connection: Connection, study_id: int) -> None:
     )
 
 
-def delete_instances(
-    connection: Connection, study_uid: str, series_uid: str | None, sop_uid: str | None
-) -> list[str]:
+def delete_instances(connection: Connection, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[str]:
     """Delete a study, a series or an instance inside the caller's write transaction.
 
     Returns:
@@ -354,9 +335,7 @@ def delete_instances(
         NotFound: nothing is stored under these UIDs.
     """
     study_id = connection.execute(
-        select(study_table.c.id)
-        .where(study_table.c.study_instance_uid == study_uid)
-        .with_for_update()
+        select(study_table.c.id).where(study_table.c.study_instance_uid == study_uid).with_for_update()
     ).scalar()
     if study_id is None:
         msg = f"study {study_uid} is not in the archive"
@@ -373,9 +352,7 @@ def delete_instances(
             series_table.c.series_instance_uid,
             instance_table.c.sop_instance_uid,
         )
-        .select_from(
-            instance_table.join(series_table, instance_table.c.series_id == series_table.c.id)
-        )
+        .select_from(instance_table.join(series_table, instance_table.c.series_id == series_table.c.id))
         .where(*conditions)
     ).all()
     if not doomed:
@@ -393,9 +370,11 @@ def delete_instances(
         # The whole study: its series, instances and sets go with it (ON DELETE CASCADE).
         connection.execute(delete(study_table).where(study_table.c.id == study_id))
         return [row.blob_key for row in doomed]
-    doomed_ids = select(instance_table.c.id).select_from(
-        instance_table.join(series_table, instance_table.c.series_id == series_table.c.id)
-    ).where(*conditions)
+    doomed_ids = (
+        select(instance_table.c.id)
+        .select_from(instance_table.join(series_table, instance_table.c.series_id == series_table.c.id))
+        .where(*conditions)
+    )
     connection.execute(delete(instance_table).where(instance_table.c.id.in_(doomed_ids)))
     _recount(connection, study_id)
     return [row.blob_key for row in doomed]
@@ -403,24 +382,12 @@ def delete_instances(
 
 def _recount(connection: Connection, study_id: int) -> None:
     """Recompute a study's counts and sets after a delete; drop what became empty."""
-    per_series = (
-        select(func.count())
-        .where(instance_table.c.series_id == series_table.c.id)
-        .scalar_subquery()
-    )
+    per_series = select(func.count()).where(instance_table.c.series_id == series_table.c.id).scalar_subquery()
+    connection.execute(update(series_table).where(series_table.c.study_id == study_id).values(num_instances=per_series))
     connection.execute(
-        update(series_table)
-        .where(series_table.c.study_id == study_id)
-        .values(num_instances=per_series)
+        delete(series_table).where(series_table.c.study_id == study_id, series_table.c.num_instances == 0)
     )
-    connection.execute(
-        delete(series_table).where(
-            series_table.c.study_id == study_id, series_table.c.num_instances == 0
-        )
-    )
-    num_series = connection.execute(
-        select(func.count()).where(series_table.c.study_id == study_id)
-    ).scalar_one()
+    num_series = connection.execute(select(func.count()).where(series_table.c.study_id == study_id)).scalar_one()
     if num_series == 0:
         connection.execute(delete(study_table).where(study_table.c.id == study_id))
         return
@@ -429,9 +396,7 @@ def _recount(connection: Connection, study_id: int) -> None:
         .where(study_table.c.id == study_id)
         .values(
             num_series=num_series,
-            num_instances=select(func.count())
-            .where(instance_table.c.study_id == study_id)
-            .scalar_subquery(),
+            num_instances=select(func.count()).where(instance_table.c.study_id == study_id).scalar_subquery(),
             updated_at=datetime.now(UTC),
         )
     )

@@ -108,7 +108,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def testdata(name: str) -> Path:
+def bundled(name: str) -> Path:
     """A file bundled with pydicom."""
     path = get_testdata_file(name)
     if path is None:

@@ -20,7 +20,7 @@ from dimse_helpers import (
     run,
     start_bridge,
     stop,
-    testdata,
+    bundled,
     wait_for_port,
 )
 from pydicom.dataset import Dataset
@@ -92,7 +92,7 @@ def make_study(directory: Path, count: int, *, source: str = "CT_small.dcm", **a
     paths = []
     for n in range(count):
         path = directory / f"{study[-12:]}-{n}.dcm"
-        copy_as_new_instance(testdata(source), path, study=study, series=series, InstanceNumber=n + 1, **attributes)
+        copy_as_new_instance(bundled(source), path, study=study, series=series, InstanceNumber=n + 1, **attributes)
         paths.append(path)
     return paths
 
@@ -141,7 +141,7 @@ class TestStore:
 
     def test_failed_store_is_reported_to_the_modality(self, bridge: RunningBridge, tmp_path: Path) -> None:
         path = tmp_path / "bad.dcm"
-        dataset = pydicom.dcmread(testdata("CT_small.dcm"))
+        dataset = pydicom.dcmread(bundled("CT_small.dcm"))
         dataset.SOPInstanceUID = "not a uid"
         dataset.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
         dataset.save_as(path, enforce_file_format=True)
@@ -174,6 +174,14 @@ def find_data(bridge: RunningBridge, tmp_path_factory: pytest.TempPathFactory) -
         "study_mr": b.StudyInstanceUID,
         "sop_ct": a.SOPInstanceUID,
     }
+
+
+@pytest.fixture(scope="module")
+def large_study(bridge: RunningBridge, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 40-instance study: enough responses for a C-CANCEL to land while they are being sent."""
+    paths = make_study(tmp_path_factory.mktemp("large"), 40)
+    storescu(bridge, *paths)
+    return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
 
 
 def findscu(
@@ -248,6 +256,7 @@ class TestFind:
             tmp_path,
             "-S",
             "QueryRetrieveLevel=STUDY",
+            "SpecificCharacterSet=ISO_IR 192",
             "PatientName=MÜLLER*",
             f"PatientID={find_data['patient']}",
         )
@@ -287,11 +296,10 @@ class TestFind:
         assert sorted(int(r.InstanceNumber) for r in responses) == [1, 2, 3]
         assert all(r.PatientID == find_data["patient"] for r in responses)
 
-    def test_findscu_cancel_stops_the_responses(
-        self, bridge: RunningBridge, find_data: dict[str, str], tmp_path: Path
-    ) -> None:
+    def test_findscu_cancel_stops_the_responses(self, bridge: RunningBridge, large_study: str) -> None:
         result = run(
             "findscu",
+            "-v",
             "-aec",
             "WEBPACS",
             "-S",
@@ -300,14 +308,16 @@ class TestFind:
             "-k",
             "QueryRetrieveLevel=IMAGE",
             "-k",
-            f"StudyInstanceUID={find_data['study_ct']}",
+            f"StudyInstanceUID={large_study}",
             "-k",
             "SOPInstanceUID",
             "127.0.0.1",
             str(bridge.port),
         )
-        assert result.returncode == 0, result.stderr
-        assert "Cancel" in result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "Cancel: MatchingTerminatedDueToCancelRequest" in output
+        assert output.count("(Pending)") < 40
 
 
 class TestCancelWithPynetdicom:
@@ -458,7 +468,7 @@ class TestMove:
             "127.0.0.1",
             str(bridge.port),
         )
-        assert "0xa801" in (result.stdout + result.stderr).lower()
+        assert "Refused: MoveDestinationUnknown" in result.stdout + result.stderr
 
 
 class TestGet:
@@ -528,7 +538,7 @@ class TestConversionForAnImplicitOnlyPeer:
         originals = []
         for n, (source, flag) in enumerate(sources):
             path = tmp_path / f"{n}.dcm"
-            originals.append(copy_as_new_instance(testdata(source), path, study=study))
+            originals.append(copy_as_new_instance(bundled(source), path, study=study))
             storescu(bridge, path, flags=(flag,))
         return originals
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,5 +119,3 @@ def archive_key_today(archive: Archive) -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).strftime("%Y%m%d") + "/1.2/3.4/5.6.in-flight.dcm"
-
-

@@ -167,9 +167,7 @@ def make_instance(spec: Spec) -> tuple[ParsedInstance, str]:
             json=instance_json,
         ),
         metadata=metadata,
-        frames=tuple(
-            Frame(((1000 + index * frame_size, frame_size),)) for index in range(spec.frames)
-        ),
+        frames=tuple(Frame(((1000 + index * frame_size, frame_size),)) for index in range(spec.frames)),
     )
     return parsed, hashlib.sha256(metadata).hexdigest()
 

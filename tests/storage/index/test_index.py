@@ -167,7 +167,7 @@ class TestDelete:
 
     def test_deleting_the_study_removes_everything(self, index: Index, engine: Engine) -> None:
         two_series(index)
-        assert len(index.delete(STUDY)) == 3  # noqa: PLR2004
+        assert len(index.delete(STUDY)) == 3
         assert index.counts() == IndexCounts(0, 0, 0, 0)
         assert [kind for kind, _ in changes(engine)] == ["stored"] * 3 + ["deleted"] * 3
         assert list(index.referenced_keys()) == []
@@ -179,7 +179,11 @@ class TestDelete:
 
     @pytest.mark.parametrize(
         ("uids", "named"),
-        [(("9.9",), "study 9.9"), ((STUDY, "9.9"), "series 9.9 of study"), ((STUDY, "1.2.3.1.1", "9.9"), "instance 9.9 of series")],
+        [
+            (("9.9",), "study 9.9"),
+            ((STUDY, "9.9"), "series 9.9 of study"),
+            ((STUDY, "1.2.3.1.1", "9.9"), "instance 9.9 of series"),
+        ],
     )
     def test_deleting_what_is_not_there_is_not_found(self, index: Index, uids: tuple[str, ...], named: str) -> None:
         add(index, Spec())
@@ -195,7 +199,10 @@ class TestRetrieve:
         add(index, Spec(sop_uid="1.2.3.1.1.2", instance_number=2))
         add(index, Spec(sop_uid="1.2.3.1.1.1", instance_number=1))
         assert [s.sop_instance_uid for s in index.stored_instances(STUDY)] == [
-            "1.2.3.1.1.1", "1.2.3.1.1.2", "1.2.3.1.1.9", "1.2.3.1.2.1",
+            "1.2.3.1.1.1",
+            "1.2.3.1.1.2",
+            "1.2.3.1.1.9",
+            "1.2.3.1.2.1",
         ]
         assert [len(m) > 0 for m in index.metadata(STUDY)] == [True] * 4
 
@@ -205,7 +212,9 @@ class TestRetrieve:
         assert stored.frames == (Frame(((1000, 100),)), Frame(((1100, 100),)))
         assert (stored.number_of_frames, stored.rows, stored.columns, stored.bits_allocated) == (2, 10, 10, 8)
         assert (stored.sop_class_uid, stored.size, stored.blob_key) == (
-            "1.2.840.10008.5.1.4.1.1.2", 100, "blobs/1.2.3.1.1.1/v1",
+            "1.2.840.10008.5.1.4.1.1.2",
+            100,
+            "blobs/1.2.3.1.1.1/v1",
         )
 
     def test_metadata_is_the_stored_bytes(self, index: Index) -> None:
@@ -225,7 +234,9 @@ class TestRetrieve:
     def test_referenced_keys_lists_every_blob(self, index: Index) -> None:
         two_series(index)
         assert sorted(index.referenced_keys()) == [
-            "blobs/1.2.3.1.1.1/v1", "blobs/1.2.3.1.1.2/v1", "blobs/1.2.3.1.2.1/v1",
+            "blobs/1.2.3.1.1.1/v1",
+            "blobs/1.2.3.1.1.2/v1",
+            "blobs/1.2.3.1.2.1/v1",
         ]
         assert index.is_referenced("blobs/1.2.3.1.1.2/v1")
         assert not index.is_referenced("blobs/other")

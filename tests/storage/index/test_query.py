@@ -33,9 +33,10 @@ class TestMatchingKeyTable:
 
 class TestMatchingKinds:
     def test_keyword_and_tag_name_the_same_key(self) -> None:
-        assert parse_query(Level.STUDY, [("PatientID", "X")]).matches == parse_query(
-            Level.STUDY, [("00100020", "X")]
-        ).matches
+        assert (
+            parse_query(Level.STUDY, [("PatientID", "X")]).matches
+            == parse_query(Level.STUDY, [("00100020", "X")]).matches
+        )
 
     def test_lower_case_hex_tag_is_accepted(self) -> None:
         assert matcher_of(Level.STUDY, "0020000d", "1.2.3") == SingleValue("1.2.3")
@@ -116,16 +117,12 @@ class TestUnindexedAttributes:
 
 class TestParameters:
     def test_includefield_lists_keywords_and_tags(self) -> None:
-        query = parse_query(
-            Level.STUDY, [("includefield", "StudyDescription,00080080"), ("includefield", "all")]
-        )
+        query = parse_query(Level.STUDY, [("includefield", "StudyDescription,00080080"), ("includefield", "all")])
         assert query.include_fields == ("00081030", "00080080")
         assert query.include_all
 
     def test_limit_offset_fuzzymatching(self) -> None:
-        query = parse_query(
-            Level.STUDY, [("limit", "10"), ("offset", "20"), ("fuzzymatching", "TRUE")]
-        )
+        query = parse_query(Level.STUDY, [("limit", "10"), ("offset", "20"), ("fuzzymatching", "TRUE")])
         assert (query.limit, query.offset, query.fuzzy_matching) == (10, 20, True)
 
     def test_defaults(self) -> None:

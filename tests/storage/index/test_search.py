@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
-from dataclasses import dataclass, replace
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -236,7 +236,11 @@ STUDY_CASES: list[tuple[str, str, Oracle]] = [
     ("StudyTime", "120000.5-", lambda s: time_matches(s.study_time, "120000.5-")),
     ("ReferringPhysicianName", "grey*", lambda s: s.referring == "Grey^Meredith"),
     ("ReferringPhysicianName", "WELBY^MARCUS", lambda s: s.referring == "WELBY^MARCUS"),
-    ("StudyInstanceUID", "1.2.826.0.1.7\\1.2.826.0.1.9,1.2.826.0.1.999", lambda s: uid_matches(s.study_uid, "1.2.826.0.1.7,1.2.826.0.1.9")),
+    (
+        "StudyInstanceUID",
+        "1.2.826.0.1.7\\1.2.826.0.1.9,1.2.826.0.1.999",
+        lambda s: uid_matches(s.study_uid, "1.2.826.0.1.7,1.2.826.0.1.9"),
+    ),
     ("StudyID", "S3", lambda s: s.study_id == "S3"),
     ("PatientBirthDate", "19700101-19900101", lambda s: date_matches(s.birth_date, "19700101-19900101")),
     ("PatientSex", "F", lambda s: s.sex == "F"),
@@ -311,7 +315,7 @@ class TestStudyMatching:
 SERIES_CASES: list[tuple[str, str, Oracle]] = [
     ("Modality", "MR", lambda s: s.modality == "MR"),
     ("Modality", "CT\\PT", lambda s: s.modality in {"CT", "PT"}),
-    ("SeriesNumber", "2", lambda s: s.series_number == 2),  # noqa: PLR2004
+    ("SeriesNumber", "2", lambda s: s.series_number == 2),
     ("SeriesDescription", "Sag*", lambda s: s.series_description.startswith("Sag")),
     ("SeriesDescription", "sag*", lambda s: s.series_description.startswith("sag")),
     ("BodyPartExamined", "CHEST", lambda s: s.body_part == "CHEST"),
@@ -344,8 +348,12 @@ class TestSeriesMatching:
 
 INSTANCE_CASES: list[tuple[str, str, Oracle]] = [
     ("SOPClassUID", MR_IMAGE, lambda s: s.sop_class == MR_IMAGE),
-    ("SOPInstanceUID", "1.2.826.0.1.3.1.1,1.2.826.0.1.4.1.1", lambda s: s.sop_uid in {"1.2.826.0.1.3.1.1", "1.2.826.0.1.4.1.1"}),
-    ("InstanceNumber", "3", lambda s: s.instance_number == 3),  # noqa: PLR2004
+    (
+        "SOPInstanceUID",
+        "1.2.826.0.1.3.1.1,1.2.826.0.1.4.1.1",
+        lambda s: s.sop_uid in {"1.2.826.0.1.3.1.1", "1.2.826.0.1.4.1.1"},
+    ),
+    ("InstanceNumber", "3", lambda s: s.instance_number == 3),
     ("Modality", "US", lambda s: s.modality == "US"),
     ("PatientName", "smyth*", lambda s: s.patient_name.startswith("SMYTHE")),
     ("AccessionNumber", "ACC0010?", lambda s: string_matches(s.accession, "ACC0010?")),
@@ -429,8 +437,20 @@ class TestResultAttributes:
     def test_study_defaults_are_returned(self, corpus: Index) -> None:
         row = corpus.search(parse_query(Level.STUDY, [("limit", "1")]), max_results=10).rows[0]
         assert {
-            "00080005", "00080020", "00080030", "00080050", "00080061", "00080090", "00100010",
-            "00100020", "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208",
+            "00080005",
+            "00080020",
+            "00080030",
+            "00080050",
+            "00080061",
+            "00080090",
+            "00100010",
+            "00100020",
+            "00100030",
+            "00100040",
+            "0020000D",
+            "00200010",
+            "00201206",
+            "00201208",
         } <= row.keys()
         assert row["00080005"] == {"vr": "CS", "Value": ["ISO_IR 192"]}
         assert "00081190" not in row  # RetrieveURL: the edge's
@@ -495,7 +515,9 @@ class TestPolicyFilter:
     def test_only_allowed_studies_are_seen(self, corpus: Index) -> None:
         query = replace(parse_query(Level.STUDY, []), extra_study_filters=(("PatientID", ("PID003", "PID004")),))
         result = corpus.search(query, max_results=1000)
-        assert set(uids_of(result.rows, "0020000D")) == study_uids(TRUTH, lambda s: s.patient_id in {"PID003", "PID004"})
+        assert set(uids_of(result.rows, "0020000D")) == study_uids(
+            TRUTH, lambda s: s.patient_id in {"PID003", "PID004"}
+        )
 
     def test_filter_is_anded_with_the_query(self, corpus: Index) -> None:
         query = replace(
