@@ -18,6 +18,7 @@ from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.nodes import DICOM_NODES_ROUTER
 from dicomweb.qido import QIDO_HANDLERS
+from dicomweb.request_log import RequestLog
 from dicomweb.security import authentication
 from dicomweb.settings import Settings
 from dicomweb.stow import STOW_HANDLERS
@@ -31,7 +32,7 @@ from storage.index.database import open_engine
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["build_context", "create_app", "create_app_from_env"]
+__all__ = ["build_context", "configure_logging", "create_app", "create_app_from_env"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings) -> Litestar:
             DICOM_NODES_ROUTER,
         ],
         dependencies={"engine": Provide(lambda: context.engine, sync_to_thread=False)},
-        middleware=[authentication()],
+        middleware=[RequestLog(), authentication()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"context": context}),
         openapi_config=OpenAPIConfig(
@@ -70,9 +71,18 @@ def create_app(settings: Settings) -> Litestar:
         ),
         request_max_body_size=settings.max_request_bytes,
         debug=False,
+        logging_config=None,  # the process configures logging once (configure_logging)
     )
 
 
 def create_app_from_env() -> Litestar:
     """Factory for uvicorn workers: settings come from WEBPACS_* variables."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def configure_logging(level: str) -> None:
+    """Plain one-line records on standard error; Alembic's start-up chatter only at warning."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)

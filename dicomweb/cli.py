@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
+from dicomweb.app import configure_logging
 from dicomweb.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `webpacs` command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("info")
     try:
         result: int = args.run(args)
     except SettingsError as exc:

@@ -65,9 +65,9 @@ class Pacs:
         """Close the HTTP client."""
         self.http.close()
 
-    def mint_token(self, role: str) -> str:
+    def mint_token(self, role: str, name: str | None = None) -> str:
         """A new token with `role`, minted through the management API."""
-        response = self.http.post("/api/tokens", json={"name": f"tests-{role}", "role": role})
+        response = self.http.post("/api/tokens", json={"name": name or f"tests-{role}", "role": role})
         assert response.status_code == 201, response.text
         return str(response.json()["token"])
 
