@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
 
 from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
-
-if TYPE_CHECKING:
-    from datetime import datetime
 
 __all__ = ["ApiToken"]
 

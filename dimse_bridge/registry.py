@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from dimse_bridge.client import BridgeError
 
@@ -19,6 +19,9 @@ __all__ = ["NodeRegistry", "Permission"]
 _LOG = logging.getLogger(__name__)
 
 Permission = Literal["store", "find", "move"]
+
+# Seconds after which an AE title missing from the cached registry triggers a fresh read.
+_MISS_REFRESH: Final = 1.0
 
 
 class NodeRegistry:
@@ -41,11 +44,12 @@ class NodeRegistry:
         self._nodes: dict[str, DicomNode] = {}
         self._fetched_at: float | None = None
 
-    def nodes(self) -> Mapping[str, DicomNode]:
-        """Every registered node by AE title, refreshed if stale."""
+    def nodes(self, *, max_age: float | None = None) -> Mapping[str, DicomNode]:
+        """Every registered node by AE title, refreshed if older than `max_age` (default: the TTL)."""
+        limit = self._ttl if max_age is None else min(max_age, self._ttl)
         with self._lock:
             now = self._clock()
-            if self._fetched_at is None or now - self._fetched_at >= self._ttl:
+            if self._fetched_at is None or now - self._fetched_at >= limit:
                 try:
                     self._nodes = {node.ae_title: node for node in self._client.list_nodes()}
                 except BridgeError as exc:
@@ -54,8 +58,16 @@ class NodeRegistry:
             return self._nodes
 
     def get(self, ae_title: str) -> DicomNode | None:
-        """The registered node with that AE title (padding ignored), or None."""
-        return self.nodes().get(ae_title.strip())
+        """The registered node with that AE title (padding ignored), or None.
+
+        A title not in the cached list is looked up again once the list is a second old, so a node
+        registered just now is found without waiting for the TTL.
+        """
+        title = ae_title.strip()
+        node = self.nodes().get(title)
+        if node is None:
+            node = self.nodes(max_age=_MISS_REFRESH).get(title)
+        return node
 
     def accepts(self, calling_ae_title: str) -> bool:
         """Whether an association from that calling AE is accepted at all."""

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from pydicom import dcmread, dcmwrite
@@ -34,6 +34,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = [
     "BULK_VRS",
     "BUNDLED_FILES",
@@ -48,6 +51,7 @@ __all__ = [
     "expected_metadata",
     "frames_of",
     "header_of",
+    "iter_instances",
     "multipart_body",
     "new_uid",
     "normalize_name",
@@ -148,11 +152,14 @@ _SOP_CLASSES: Final = {
 
 def build_instances(study: StudySpec) -> list[Dataset]:
     """Every instance of `study`, as pydicom Datasets (UTF-8, Explicit VR Little Endian)."""
-    return [
-        _instance(study, series, number)
-        for series in study.series
-        for number in range(1, series.instances + 1)
-    ]
+    return list(iter_instances(study))
+
+
+def iter_instances(study: StudySpec) -> Iterator[Dataset]:
+    """Every instance of `study`, made one at a time (for studies too big to hold at once)."""
+    for series in study.series:
+        for number in range(1, series.instances + 1):
+            yield _instance(study, series, number)
 
 
 def _instance(study: StudySpec, series: SeriesSpec, number: int) -> Dataset:

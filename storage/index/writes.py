@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from storage.dicom.records import ParsedInstance
 from storage.errors import ConflictingInstance, NotFound
 from storage.index.models import (
     change_table,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Row, Table
     from sqlalchemy.engine import Connection
 
-    from storage.dicom.records import ParsedInstance
 
 __all__ = ["AddOutcome", "NewInstance", "add_instance", "delete_instances"]
 

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import pydicom
 import pytest
@@ -17,9 +17,6 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
-
-if TYPE_CHECKING:
-    pass
 
 
 class LiveServer(Protocol):

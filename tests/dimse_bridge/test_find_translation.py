@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -14,17 +13,17 @@ import numpy as np
 import pydicom
 import pytest
 from dimse_helpers import (
+    bundled,
     copy_as_new_instance,
     echo_ok,
     free_port,
     run,
     start_bridge,
     stop,
-    bundled,
     wait_for_port,
 )
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import
     CTImageStorage,
@@ -40,6 +39,7 @@ from storage.dicom.multipart import MultipartReader, multipart_boundary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from dimse_helpers import LiveServer, RunningBridge
 
@@ -54,13 +54,13 @@ def qido(server: LiveServer, path: str, **params: str) -> list[dict[str, Any]]:
     with api(server) as client:
         response = client.get(f"/dicomweb{path}", params=params)
     assert response.status_code == 200, response.text
-    return response.json() if response.content else []  # type: ignore[no-any-return]
+    return response.json() if response.content else []
 
 
 def wado_instances(server: LiveServer, path: str, spool: Path) -> list[pydicom.Dataset]:
     """Every instance of a WADO-RS retrieve, as stored (transfer-syntax=*)."""
     headers = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
-    datasets = []
+    datasets: list[Dataset] = []
     with api(server) as client, client.stream("GET", f"/dicomweb{path}", headers=headers) as response:
         assert response.status_code == 200
         with MultipartReader(multipart_boundary(response.headers["content-type"]), spool) as reader:
@@ -142,8 +142,8 @@ class TestStore:
     def test_failed_store_is_reported_to_the_modality(self, bridge: RunningBridge, tmp_path: Path) -> None:
         path = tmp_path / "bad.dcm"
         dataset = pydicom.dcmread(bundled("CT_small.dcm"))
-        dataset.SOPInstanceUID = "not a uid"
-        dataset.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+        dataset.SOPInstanceUID = UID("not a uid")
+        dataset.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3")
         dataset.save_as(path, enforce_file_format=True)
         result = run("storescu", "-v", "-aec", "WEBPACS", "127.0.0.1", str(bridge.port), str(path))
         [response] = [line for line in result.stderr.splitlines() if "Received Store Response" in line]
@@ -528,7 +528,8 @@ class TestGet:
 def _implicit_only_scp(received: list[Dataset]) -> AE:
     ae = AE("IMPLICIT")
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ImplicitVRLittleEndian)
+        if context.abstract_syntax:
+            ae.add_supported_context(context.abstract_syntax, ImplicitVRLittleEndian)
 
     def on_store(event: Any) -> int:
         dataset = event.dataset
@@ -558,7 +559,7 @@ class TestConversionForAnImplicitOnlyPeer:
         received: list[Dataset] = []
         peer = _implicit_only_scp(received)
         try:
-            port = peer._servers[0].server_address[1]  # noqa: SLF001 - the port the OS picked
+            port = peer._servers[0].server_address[1]  # the port the OS picked
             register(live_server, "IMPLICIT", port)
             ae = AE("MOVER")
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -591,7 +592,7 @@ class TestConversionForAnImplicitOnlyPeer:
 
         ae = AE("GETTER")
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-        roles = []
+        roles: list[Any] = []
         for sop_class in (MRImageStorage, SecondaryCaptureImageStorage):
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian])
             roles.append(build_role(sop_class, scp_role=True))
@@ -627,6 +628,7 @@ class TestConversionForAnImplicitOnlyPeer:
         assoc.release()
         assert final.Status == 0xB000
         assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+        assert identifier is not None
         assert identifier.FailedSOPInstanceUIDList == compressed_study[2].SOPInstanceUID
 
 

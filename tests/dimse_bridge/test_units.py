@@ -4,7 +4,6 @@ against a mock transport, group commit, transfer syntax choice and the retrieval
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -27,6 +26,7 @@ from dimse_bridge.settings import BridgeSettings, SettingsError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -235,6 +235,22 @@ class TestNodeRegistry:
         now[0] = 6.0
         assert not registry.accepts("CT1")
 
+    def test_unknown_title_is_looked_up_again_before_the_ttl_runs_out(self) -> None:
+        listed: list[list[dict[str, object]]] = [[]]
+        now = [0.0]
+        registry = NodeRegistry(
+            _client(lambda r: httpx.Response(200, json=listed[0])),
+            ttl=60,
+            accept_unregistered=False,
+            clock=lambda: now[0],
+        )
+        assert registry.get("NEW") is None
+        listed[0] = [{"ae_title": "NEW", "host": "h", "port": 1}]
+        now[0] = 0.5
+        assert registry.get("NEW") is None
+        now[0] = 1.5
+        assert registry.get("NEW") is not None
+
     def test_unregistered_caller_may_do_everything_only_when_accepted(self) -> None:
         client = _client(lambda r: httpx.Response(200, json=[]))
         assert NodeRegistry(client, ttl=5, accept_unregistered=True).permits("ANY", "move")
@@ -281,7 +297,7 @@ class TestGroupCommit:
         others = [threading.Thread(target=send, args=(n,)) for n in range(1, 6)]
         for thread in others:
             thread.start()
-        while batcher._queue.qsize() < 5:  # noqa: SLF001 - wait until all five are queued behind the first
+        while batcher._queue.qsize() < 5:  # wait until all five are queued behind the first
             threading.Event().wait(0.01)
         release.set()
         for thread in [first, *others]:
@@ -309,7 +325,7 @@ class TestGroupCommit:
         from dimse_bridge.handlers.store import _Pending
 
         pending = [_Pending(good, "1.1", 4), _Pending(bad, "1.2", 3)]
-        batcher._send(pending)  # noqa: SLF001 - drive one batch directly, no threads
+        batcher._send(pending)  # drive one batch directly, no threads
         assert sizes == [2, 1, 1]
         assert [p.status for p in pending] == [0x0000, 0xC000]
 
