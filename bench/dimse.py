@@ -353,6 +353,7 @@ def main() -> int:
     parser.add_argument("--find-studies", type=int, default=1000, help="small studies loaded before C-FIND")
     parser.add_argument("--reps", type=int, default=50, help="C-ECHO and C-FIND repetitions")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--logs", type=Path, help="copy the server and bridge logs here at the end")
     args = parser.parse_args()
     if shutil.which("storescu") is None:
         raise SystemExit("storescu (DCMTK) is needed: apt-get install dcmtk")
@@ -375,6 +376,10 @@ def main() -> int:
             result["retrieve"] = phase_retrieve(stack, study, args.study, 3)
         finally:
             stack.stop()
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in ("server.log", "bridge.log"):
+                    shutil.copy(root / log, args.logs / log)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     sys.stdout.write(markdown(result) + "\n")

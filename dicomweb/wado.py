@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["WADO_HANDLERS", "can_transcode", "instance_body", "stored_instances"]
 
 _PIXEL_DATA: Final = 0x7FE00010
+# Parts loaded ahead of the one being sent, and the largest instance loaded whole (memory bound:
+# _READ_AHEAD x _WHOLE_READ_LIMIT per response); larger ones are streamed in chunks.
+_READ_AHEAD: Final = 4
+_WHOLE_READ_LIMIT: Final = 8 * 1024 * 1024
 _IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
 
 
@@ -78,32 +84,69 @@ async def _retrieve(
     plan = [_Planned(item, negotiate(accepted, item.transfer_syntax_uid, "instance", can_transcode)) for item in stored]
     base = dicomweb_base(request)
     writer = MultipartWriter()
+    headers = _part_headers(writer, plan, lambda p: _instance_url(base, p.stored))
+    closing = writer.closing_delimiter()
+    length = None
+    if all(p.selected.transfer_syntax_uid == p.stored.transfer_syntax_uid for p in plan):
+        # Stored bytes only: the length is known, so clients see progress and no chunked encoding.
+        length = sum(map(len, headers)) + sum(p.stored.size for p in plan) + len(closing)
     return Stream(
-        _multipart_body(archive, writer, plan, lambda p: _instance_url(base, p.stored)),
+        _multipart_body(archive, plan, headers, closing),
         media_type=writer.content_type("application/dicom"),
+        headers={"Content-Length": str(length)} if length is not None else None,
     )
 
 
-async def _multipart_body(
-    archive: Archive, writer: MultipartWriter, plan: list[_Planned], location: Any
-) -> AsyncIterator[bytes]:
-    for planned in plan:
-        selected = planned.selected
-        yield writer.part_header(
-            selected.media_type, transfer_syntax=selected.transfer_syntax_uid, content_location=location(planned)
+def _part_headers(writer: MultipartWriter, plan: list[_Planned], location: Any) -> list[bytes]:
+    return [
+        writer.part_header(
+            planned.selected.media_type,
+            transfer_syntax=planned.selected.transfer_syntax_uid,
+            content_location=location(planned),
         )
-        async for chunk in _part_bytes(archive, planned):
-            yield chunk
-    yield writer.closing_delimiter()
+        for planned in plan
+    ]
 
 
-async def _part_bytes(archive: Archive, planned: _Planned) -> AsyncIterator[bytes]:
+async def _multipart_body(
+    archive: Archive, plan: list[_Planned], headers: list[bytes], closing: bytes
+) -> AsyncIterator[bytes]:
+    """The parts of `plan`, each loaded in a worker thread a few parts ahead of the one being sent."""
+    loop = asyncio.get_running_loop()
+    upcoming = iter(plan)
+    window: deque[tuple[_Planned, asyncio.Future[bytes | None]]] = deque()
+
+    def load_next() -> None:
+        planned = next(upcoming, None)
+        if planned is not None:
+            window.append((planned, loop.run_in_executor(None, _load, archive, planned)))
+
+    for _ in range(_READ_AHEAD):
+        load_next()
+    for header in headers:
+        planned, loaded = window.popleft()
+        yield header
+        body = await loaded
+        load_next()
+        if body is None:
+            async for chunk in _blob_chunks(archive, planned.stored.blob_key):
+                yield chunk
+        else:
+            yield body
+    yield closing
+
+
+def _load(archive: Archive, planned: _Planned) -> bytes | None:
+    """A part's bytes, or None for a large stored instance that is streamed chunk by chunk instead."""
     stored, target = planned.stored, planned.selected.transfer_syntax_uid
-    if planned.frame is None:
-        async for chunk in instance_body(archive, stored, target):
-            yield chunk
-    else:
-        yield await anyio.to_thread.run_sync(_frame_bytes, archive, stored, planned.frame, target)
+    if planned.frame is not None:
+        return _frame_bytes(archive, stored, planned.frame, target)
+    if target != stored.transfer_syntax_uid:
+        with archive.local_file(stored) as path:
+            return to_explicit_little_endian(path)
+    if stored.size > _WHOLE_READ_LIMIT:
+        return None
+    return archive.blobs.read_range(stored.blob_key, 0, stored.size)
 
 
 async def instance_body(archive: Archive, stored: StoredInstance, transfer_syntax: str) -> AsyncIterator[bytes]:
@@ -186,8 +229,10 @@ async def _pixel_parts(
     selected = negotiate(_accepted(request), stored.transfer_syntax_uid, resource, can_transcode)
     plan = [_Planned(stored, selected, index) for index in indexes]
     writer = MultipartWriter()
+    headers = _part_headers(writer, plan, lambda _: None)
     return Stream(
-        _multipart_body(archive, writer, plan, lambda _: None), media_type=writer.content_type(selected.media_type)
+        _multipart_body(archive, plan, headers, writer.closing_delimiter()),
+        media_type=writer.content_type(selected.media_type),
     )
 
 

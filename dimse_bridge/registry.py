@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Literal
 
 from dimse_bridge.client import BridgeError
 
@@ -19,9 +19,6 @@ __all__ = ["NodeRegistry", "Permission"]
 _LOG = logging.getLogger(__name__)
 
 Permission = Literal["store", "find", "move"]
-
-# Seconds after which an AE title missing from the cached registry triggers a fresh read.
-_MISS_REFRESH: Final = 1.0
 
 
 class NodeRegistry:
@@ -60,13 +57,14 @@ class NodeRegistry:
     def get(self, ae_title: str) -> DicomNode | None:
         """The registered node with that AE title (padding ignored), or None.
 
-        A title not in the cached list is looked up again once the list is a second old, so a node
-        registered just now is found without waiting for the TTL.
+        A title not in the cached list is looked up again at once, so a node registered a moment
+        ago (a C-MOVE destination, a new modality) is found without waiting for the TTL; one GET
+        costs less than the association that asks.
         """
         title = ae_title.strip()
         node = self.nodes().get(title)
         if node is None:
-            node = self.nodes(max_age=_MISS_REFRESH).get(title)
+            node = self.nodes(max_age=0).get(title)
         return node
 
     def accepts(self, calling_ae_title: str) -> bool:

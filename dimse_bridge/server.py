@@ -6,7 +6,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pydicom.uid import UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom generates these names at import
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from dimse_bridge.settings import BridgeSettings
 
-__all__ = ["QUERY_RETRIEVE_SOP_CLASSES", "Bridge", "set_tcp_nodelay"]
+__all__ = ["ARCHIVE_TRANSFER_SYNTAXES", "QUERY_RETRIEVE_SOP_CLASSES", "Bridge", "set_tcp_nodelay"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ QUERY_RETRIEVE_SOP_CLASSES: Final = (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelGet,
+)
+# What a received instance may be encoded in: every syntax pydicom knows (the archive stores bytes
+# as received and needs only to parse the header), except the JPIP ones, whose pixel data lives on
+# another server that the archive cannot serve it from (PS3.5 §A.6).
+ARCHIVE_TRANSFER_SYNTAXES: Final = frozenset(
+    syntax for syntax in ALL_TRANSFER_SYNTAXES if "JPIP" not in UID(syntax).name
 )
 # Bigger PDUs mean fewer fragments to reassemble per instance; PS3.8 §9.3.1 lets the receiver
 # choose any maximum length it can handle.
@@ -56,32 +63,6 @@ def set_tcp_nodelay(event: Event) -> None:
     raw = getattr(sock, "socket", None)
     if isinstance(raw, socket.socket):
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _RegisteredCallersAE(AE):
-    """An AE whose Calling AE Title check follows the live AE registry.
-
-    pynetdicom reads `require_calling_aet` when an association request arrives and rejects a
-    caller not in it with result 1, source 1, reason 3 (PS3.8 §9.3.4: calling AE title not
-    recognized); reading the registry there keeps additions and removals effective at once.
-    """
-
-    def __init__(self, ae_title: str, registry: NodeRegistry) -> None:
-        super().__init__(ae_title)
-        self._registry = registry
-
-    @property
-    def require_calling_aet(self) -> list[str]:
-        """The registered AE titles, read from the registry at each association request."""
-        titles = list(self._registry.nodes())
-        # pynetdicom treats an empty list as "anyone"; "" is never a calling AE title, so an empty
-        # registry admits nobody.
-        return titles or [""]
-
-    @require_calling_aet.setter
-    def require_calling_aet(self, ae_titles: list[str]) -> None:
-        msg = "the calling AE titles come from the AE registry (/api/dicom-nodes), not from a setting"
-        raise AttributeError(msg)
 
 
 class Bridge:
@@ -108,11 +89,7 @@ class Bridge:
 
     def _build_ae(self) -> AE:
         settings = self.settings
-        ae = (
-            AE(settings.ae_title)
-            if settings.accept_unregistered
-            else _RegisteredCallersAE(settings.ae_title, self.registry)
-        )
+        ae = AE(settings.ae_title)
         # PS3.8 §9.3.4 reason 7: peers must call this AE by its title.
         ae.require_called_aet = True
         ae.maximum_associations = settings.max_associations
@@ -124,17 +101,18 @@ class Bridge:
         ae.add_supported_context(Verification)
         for sop_class in QUERY_RETRIEVE_SOP_CLASSES:
             ae.add_supported_context(sop_class)
-        storage_classes = [cx.abstract_syntax for cx in AllStoragePresentationContexts if cx.abstract_syntax]
-        for sop_class in storage_classes:
-            # Every syntax as proposed (no re-encoding on receipt), and role selection accepted
-            # so a C-GET requestor can take the Storage SCP role (PS3.7 §D.3.3.4).
-            ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        # Storage contexts are not listed: with _config.UNRESTRICTED_STORAGE_SERVICE pynetdicom
+        # accepts every storage SOP Class (private and newer ones included) in the first syntax
+        # proposed (after `_on_requested` has dropped those the archive cannot take), and accepts
+        # the role a C-GET requestor asks for (PS3.7 §D.3.3.4). Listing 170 classes x 45 syntaxes
+        # instead costs a deep copy of them per association, about 0.2 s.
         return ae
 
     def _handlers(self) -> list[Any]:
         client, registry, activities = self.client, self.registry, self.activities
         return [
             (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+            (evt.EVT_REQUESTED, _on_requested, [registry, activities]),
             (evt.EVT_C_ECHO, _handle_echo, [activities]),
             (evt.EVT_C_STORE, handle_store, [self.batcher, registry, activities]),
             (evt.EVT_C_FIND, handle_find, [client, registry, activities, self.settings.ae_title]),
@@ -173,6 +151,7 @@ def _configure_pynetdicom(settings: BridgeSettings) -> None:
     # Process-wide pynetdicom switches; the bridge is the only pynetdicom user in its process.
     # Received data sets are spooled to a Part-10 file as they arrive: bounded memory, no decoding.
     _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
     # Identifiers hold patient names: never log them at INFO (DESIGN.md §4).
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -181,6 +160,24 @@ def _configure_pynetdicom(settings: BridgeSettings) -> None:
     logging.getLogger("pynetdicom").setLevel(quiet)
     # httpx logs every request at INFO, which would be a line per instance.
     logging.getLogger("httpx").setLevel(quiet)
+
+
+def _on_requested(event: Event, registry: NodeRegistry, activities: ActivityLog) -> None:
+    """EVT_REQUESTED, before negotiation: turn away unknown callers, drop syntaxes nobody can store."""
+    request = event.assoc.requestor.primitive
+    if request is None:
+        return
+    if not registry.accepts(str(request.calling_ae_title)):
+        # PS3.8 §9.3.4: rejected-permanent, service-user, calling AE title not recognized.
+        event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+        activities.set_outcome(event.assoc, "rejected (calling AE not registered)")
+        return
+    for context in request.presentation_context_definition_list:
+        usable: list[str | bytes | UID] = [
+            syntax for syntax in context.transfer_syntax if syntax in ARCHIVE_TRANSFER_SYNTAXES
+        ]
+        if usable and len(usable) < len(context.transfer_syntax):
+            context.transfer_syntax = usable
 
 
 def _handle_echo(event: Event, activities: ActivityLog) -> int:

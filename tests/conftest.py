@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -15,7 +16,6 @@ import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 _READY_TIMEOUT = 60.0
 
@@ -51,12 +51,18 @@ def webpacs(*args: str, env: dict[str, str] | None = None) -> str:
     return completed.stdout
 
 
-def start_server(data_dir: Path, *, database_url: str | None = None, extra: tuple[str, ...] = ()) -> LiveServer:
-    """Start `webpacs serve --no-bridge` on a free port and wait until /healthz answers 200."""
+def start_server(
+    data_dir: Path, *, database_url: str | None = None, extra: tuple[str, ...] = (), token: str | None = None
+) -> LiveServer:
+    """Start `webpacs serve --no-bridge` on a free port and wait until /healthz answers 200.
+
+    An admin token is minted unless `token` (one already valid for this archive) is given.
+    """
     environment = {**os.environ, "WEBPACS_DATA_DIR": str(data_dir)}
     if database_url:
         environment["WEBPACS_DATABASE_URL"] = database_url
-    token = webpacs("token", "create", "--name", "tests", "--role", "admin", env=environment).strip()
+    if token is None:
+        token = webpacs("token", "create", "--name", "tests", "--role", "admin", env=environment).strip()
     port = free_port()
     log = (data_dir / "server.log").open("ab")
     process = subprocess.Popen(
@@ -149,7 +155,8 @@ class ServerFactory:
         """A new server process on the same data dir and database (after a stop or a kill)."""
         if server.process.poll() is None:
             stop_server(server)
-        return self._started(start_server(server.data_dir, database_url=self._database_urls[server.data_dir]))
+        database_url = self._database_urls[server.data_dir]
+        return self._started(start_server(server.data_dir, database_url=database_url, token=server.token))
 
     def stop(self, server: LiveServer) -> None:
         """Stop a server started here (its archive stays until the end of the session)."""

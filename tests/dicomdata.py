@@ -54,8 +54,8 @@ __all__ = [
     "iter_instances",
     "multipart_body",
     "new_uid",
-    "normalize_name",
     "normalize_metadata",
+    "normalize_name",
     "part10",
     "sample_study",
     "split_multipart",
@@ -240,7 +240,7 @@ def sample_study(
     spec = StudySpec(
         patient,
         "20230405",
-        f"A{random.randrange(10**7):07d}",  # noqa: S311 - not security
+        f"A{random.randrange(10**7):07d}",
         (SeriesSpec(modality, instances, size=size, frames=frames),),
     )
     return spec, [part10(ds) for ds in build_instances(spec)]
@@ -426,5 +426,7 @@ def normalize_name(value: str) -> str:
 
 def wildcard_matches(pattern: str, value: str) -> bool:
     """PS3.4 §C.2.2.2.4 wild card matching (`*`, `?`) of `value`, ignoring case and accents."""
-    regex = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in normalize_name(pattern))
+    regex = "".join(
+        ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in normalize_name(pattern)
+    )
     return re.fullmatch(regex, normalize_name(value), re.DOTALL) is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -32,7 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom g
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
 
     from pynetdicom.events import Event
 

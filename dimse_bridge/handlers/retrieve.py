@@ -377,9 +377,9 @@ def handle_move(
         "contexts": requested_contexts(refs) or [build_context(ImplicitVRLittleEndian)],
         "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted)],
     }
+    activity.count("C-MOVE")
     yield destination.host, destination.port, kwargs
     yield len(refs)
-    activity.count("C-MOVE")
     activity.count("C-MOVE sub-operations", len(refs))
     yield from _sub_operations(
         event, client, level, refs, lambda: accepted_syntaxes(accepted[0] if accepted else []),

@@ -15,12 +15,12 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from pynetdicom.events import Event
 

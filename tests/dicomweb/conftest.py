@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
     from conftest import ServerFactory  # tests/conftest.py
 
-BACKEND_PARAMS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
+BACKEND_PARAMS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(scope="session", params=BACKEND_PARAMS)

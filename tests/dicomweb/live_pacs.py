@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from pathlib import Path
+from typing import Any, Final
 
 import httpx
 from dicomdata import ReceivedPart, multipart_body, split_multipart, uids_of
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 __all__ = ["AS_STORED", "STOW_STATUS", "Pacs", "first", "sequence", "tag_values"]
 
@@ -33,7 +31,7 @@ def tag_values(item: dict[str, Any], tag: str) -> list[Any]:
     return list(item.get(tag, {}).get("Value", []))
 
 
-def first(item: dict[str, Any], tag: str) -> Any:  # noqa: ANN401 - a DICOM JSON value of any VR
+def first(item: dict[str, Any], tag: str) -> Any:
     """The first value of attribute `tag` (None when absent or empty)."""
     values = tag_values(item, tag)
     return values[0] if values else None
@@ -88,7 +86,9 @@ class Pacs:
 
     # QIDO-RS
 
-    def search(self, path: str = "/studies", params: dict[str, str] | list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    def search(
+        self, path: str = "/studies", params: dict[str, str] | list[tuple[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
         """QIDO-RS under /dicomweb; insists on 200 and returns the results."""
         response = self.http.get("/dicomweb" + path, params=params)
         assert response.status_code == 200, f"GET {path} {params}: {response.status_code} {response.text}"
@@ -126,4 +126,8 @@ class Pacs:
     def blob_files(self) -> set[Path]:
         """Every blob file in the data dir (the staging folder and temporary files excluded)."""
         root = self.data_dir / "blobs"
-        return {path for path in root.rglob("*") if path.is_file() and not any(p.startswith(".") for p in path.relative_to(root).parts)}
+        return {
+            path
+            for path in root.rglob("*")
+            if path.is_file() and not any(p.startswith(".") for p in path.relative_to(root).parts)
+        }

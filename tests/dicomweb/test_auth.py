@@ -53,12 +53,16 @@ def anonymous(pacs: Pacs) -> httpx.Client:
 
 
 class TestAnonymousRequests:
-    def test_every_route_but_the_public_ones_answers_401(self, pacs: Pacs, anonymous: httpx.Client, routes: list[tuple[str, str]]) -> None:
+    def test_every_route_but_the_public_ones_answers_401(
+        self, pacs: Pacs, anonymous: httpx.Client, routes: list[tuple[str, str]]
+    ) -> None:
         leaks = []
         for path, method in routes:
             if PUBLIC.match(path):
                 continue
-            response = anonymous.request(method, _concrete(path), headers={"Content-Type": "application/json"}, content=b"{}")
+            response = anonymous.request(
+                method, _concrete(path), headers={"Content-Type": "application/json"}, content=b"{}"
+            )
             if response.status_code != 401:
                 leaks.append(f"{method} {path}: {response.status_code}")
         assert not leaks, "routes reachable without a token:\n" + "\n".join(leaks)
@@ -80,7 +84,9 @@ class TestAnonymousRequests:
         assert response.headers["www-authenticate"].lower().startswith("bearer")
         assert "token" in response.json()["detail"]
 
-    @pytest.mark.parametrize("header", ["Bearer wp_not-a-real-token", "Bearer", "Basic dXNlcjpwYXNz", "wp_token-without-scheme"])
+    @pytest.mark.parametrize(
+        "header", ["Bearer wp_not-a-real-token", "Bearer", "Basic dXNlcjpwYXNz", "wp_token-without-scheme"]
+    )
     def test_a_bad_token_answers_401(self, anonymous: httpx.Client, header: str) -> None:
         response = anonymous.get("/dicomweb/studies", headers={"Authorization": header})
         assert response.status_code == 401
@@ -96,16 +102,23 @@ class TestRoles:
         _, (data,) = sample_study()
         pacs.store(data)
         viewer = pacs.auth(pacs.mint_token("viewer"))
-        study, series, sop = uids_of(data)
+        study = uids_of(data)[0]
         assert pacs.http.get("/dicomweb/studies", params={"StudyInstanceUID": study}, headers=viewer).status_code == 200
-        response = pacs.http.get(pacs.instance_path(data), headers={**viewer, "Accept": "multipart/related; type=application/dicom; transfer-syntax=*"})
+        response = pacs.http.get(
+            pacs.instance_path(data),
+            headers={**viewer, "Accept": "multipart/related; type=application/dicom; transfer-syntax=*"},
+        )
         assert response.status_code == 200
         assert data in response.content
 
     def test_a_viewer_cannot_store(self, pacs: Pacs) -> None:
         _, (data,) = sample_study()
         body, content_type = multipart_body([data])
-        response = pacs.http.post("/dicomweb/studies", content=body, headers={**pacs.auth(pacs.mint_token("viewer")), "Content-Type": content_type})
+        response = pacs.http.post(
+            "/dicomweb/studies",
+            content=body,
+            headers={**pacs.auth(pacs.mint_token("viewer")), "Content-Type": content_type},
+        )
         assert response.status_code == 403, response.text
         assert not pacs.has_instance(uids_of(data)[2])
 
@@ -120,11 +133,17 @@ class TestRoles:
     def test_an_uploader_can_store(self, pacs: Pacs) -> None:
         _, (data,) = sample_study()
         body, content_type = multipart_body([data])
-        response = pacs.http.post("/dicomweb/studies", content=body, headers={**pacs.auth(pacs.mint_token("uploader")), "Content-Type": content_type})
+        response = pacs.http.post(
+            "/dicomweb/studies",
+            content=body,
+            headers={**pacs.auth(pacs.mint_token("uploader")), "Content-Type": content_type},
+        )
         assert response.status_code == 200, response.text
 
     def test_a_viewer_cannot_mint_tokens(self, pacs: Pacs) -> None:
-        response = pacs.http.post("/api/tokens", json={"name": "x", "role": "admin"}, headers=pacs.auth(pacs.mint_token("viewer")))
+        response = pacs.http.post(
+            "/api/tokens", json={"name": "x", "role": "admin"}, headers=pacs.auth(pacs.mint_token("viewer"))
+        )
         assert response.status_code == 403
 
     def test_a_revoked_token_stops_working(self, pacs: Pacs) -> None:

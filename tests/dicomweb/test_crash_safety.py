@@ -92,7 +92,12 @@ class TestKilledDuringALargeStow:
         self, server: LiveServer, backend: str, live_servers: ServerFactory
     ) -> None:
         pacs = _pacs(server, backend)
-        study = StudySpec(Patient("CRASH^TEST", f"C-{new_uid()[-8:]}"), "20240601", "CRASH01", (SeriesSpec("CT", INSTANCES, size=512),))
+        study = StudySpec(
+            Patient("CRASH^TEST", f"C-{new_uid()[-8:]}"),
+            "20240601",
+            "CRASH01",
+            (SeriesSpec("CT", INSTANCES, size=512),),
+        )
         stow = _SlowStow(pacs, study)
         stow.start()
         assert stow.paused.wait(WAIT), "the STOW body never reached the kill point"
@@ -132,7 +137,7 @@ class TestStartUpSweep:
     ) -> None:
         """As a crash between 'bytes durable' and 'indexed' leaves it (DESIGN.md §1, store step 6)."""
         pacs = _pacs(server, backend)
-        spec, (kept,) = sample_study()
+        _, (kept,) = sample_study()
         pacs.store(kept)
         (existing,) = pacs.blob_files()
         pacs.close()

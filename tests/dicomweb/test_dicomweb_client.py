@@ -23,10 +23,10 @@ from dicomdata import (
 )
 from dicomweb_client.api import DICOMwebClient
 from live_pacs import first, sequence
+from pydicom.dataset import Dataset
 
 if TYPE_CHECKING:
     from live_pacs import Pacs
-    from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,12 @@ def client(pacs: Pacs) -> DICOMwebClient:
 @pytest.fixture(scope="module")
 def stored(client: DICOMwebClient) -> Stored:
     studies = (
-        StudySpec(Patient("SMITH^ALICE", f"DWC-{new_uid()[-8:]}"), "20210707", "DWC0001", (SeriesSpec("CT", 2, 1, size=64), SeriesSpec("CT", 1, 2, size=64, frames=4))),
+        StudySpec(
+            Patient("SMITH^ALICE", f"DWC-{new_uid()[-8:]}"),
+            "20210707",
+            "DWC0001",
+            (SeriesSpec("CT", 2, 1, size=64), SeriesSpec("CT", 1, 2, size=64, frames=4)),
+        ),
         StudySpec(Patient("SMITHERS^BOB", f"DWC-{new_uid()[-8:]}"), "20210808", "DWC0002", (SeriesSpec("MR", 2, 1),)),
     )
     datasets = {}
@@ -56,14 +61,18 @@ def stored(client: DICOMwebClient) -> Stored:
         assert len(answer.ReferencedSOPSequence) == len(instances)
         assert "FailedSOPSequence" not in answer
         datasets.update({str(ds.SOPInstanceUID): ds for ds in instances})
-    files = {name: bundled(name) for name in ("examples_ybr_color.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_rle_2frame.dcm")}
+    files = {
+        name: bundled(name) for name in ("examples_ybr_color.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_rle_2frame.dcm")
+    }
     answer = client.store_instances(datasets=[dataset_of(data) for data in files.values()])
     assert len(answer.ReferencedSOPSequence) == len(files)
     return Stored(studies, datasets, files)
 
 
 class TestStoreAndSearch:
-    def test_search_filter_with_a_wildcard_finds_both_smith_studies(self, client: DICOMwebClient, stored: Stored) -> None:
+    def test_search_filter_with_a_wildcard_finds_both_smith_studies(
+        self, client: DICOMwebClient, stored: Stored
+    ) -> None:
         results = client.search_for_studies(search_filters={"PatientName": "SMITH*"})
         assert {first(row, "0020000D") for row in results} == {spec.study_uid for spec in stored.studies}
 
@@ -74,7 +83,10 @@ class TestStoreAndSearch:
         assert first(row, "00201208") == spec.instance_count
 
     def test_search_with_limit_and_offset(self, client: DICOMwebClient, stored: Stored) -> None:
-        pages = [client.search_for_studies(search_filters={"PatientName": "SMITH*"}, limit=1, offset=offset) for offset in (0, 1, 2)]
+        pages = [
+            client.search_for_studies(search_filters={"PatientName": "SMITH*"}, limit=1, offset=offset)
+            for offset in (0, 1, 2)
+        ]
         assert [len(page) for page in pages] == [1, 1, 0]
         assert first(pages[0][0], "0020000D") != first(pages[1][0], "0020000D")
 
@@ -82,7 +94,9 @@ class TestStoreAndSearch:
         spec = stored.studies[0]
         series = client.search_for_series(study_instance_uid=spec.study_uid)
         assert {first(row, "0020000E") for row in series} == {s.series_uid for s in spec.series}
-        instances = client.search_for_instances(study_instance_uid=spec.study_uid, series_instance_uid=spec.series[0].series_uid)
+        instances = client.search_for_instances(
+            study_instance_uid=spec.study_uid, series_instance_uid=spec.series[0].series_uid
+        )
         assert len(instances) == spec.series[0].instances
         everywhere = client.search_for_instances(search_filters={"PatientID": spec.patient.id})
         assert len(everywhere) == spec.instance_count
@@ -113,15 +127,23 @@ class TestRetrieve:
     def test_native_frames(self, client: DICOMwebClient, stored: Stored) -> None:
         spec = stored.studies[0]
         multiframe = next(ds for ds in stored.datasets.values() if ds.SeriesInstanceUID == spec.series[1].series_uid)
-        frames = client.retrieve_instance_frames(spec.study_uid, spec.series[1].series_uid, multiframe.SOPInstanceUID, frame_numbers=[2, 4])
+        frames = client.retrieve_instance_frames(
+            spec.study_uid, spec.series[1].series_uid, multiframe.SOPInstanceUID, frame_numbers=[2, 4]
+        )
         expected = frames_of(part10(multiframe))
         assert frames == [expected[1], expected[3]]
 
     @pytest.mark.parametrize(
         ("name", "media_type"),
-        [("examples_ybr_color.dcm", "image/jpeg"), ("MR_small_jp2klossless.dcm", "image/jp2"), ("SC_rgb_rle_2frame.dcm", "image/x-dicom-rle")],
+        [
+            ("examples_ybr_color.dcm", "image/jpeg"),
+            ("MR_small_jp2klossless.dcm", "image/jp2"),
+            ("SC_rgb_rle_2frame.dcm", "image/x-dicom-rle"),
+        ],
     )
-    def test_compressed_frames_with_an_explicit_media_type(self, client: DICOMwebClient, stored: Stored, name: str, media_type: str) -> None:
+    def test_compressed_frames_with_an_explicit_media_type(
+        self, client: DICOMwebClient, stored: Stored, name: str, media_type: str
+    ) -> None:
         data = stored.files[name]
         study, series, sop = uids_of(data)
         frames = client.retrieve_instance_frames(study, series, sop, frame_numbers=[1], media_types=(media_type,))

@@ -174,7 +174,20 @@ class TestStudyMatching:
 
     @pytest.mark.parametrize(
         "pattern",
-        ["SMITH*", "SMITH^*", "*SON^*", "SM?TH*", "smith*", "SMITH^JOHN", "smith^john", "*^MARY", "S*", "?ARCIA*", "MULLER^HANS", "*"],
+        [
+            "SMITH*",
+            "SMITH^*",
+            "*SON^*",
+            "SM?TH*",
+            "smith*",
+            "SMITH^JOHN",
+            "smith^john",
+            "*^MARY",
+            "S*",
+            "?ARCIA*",
+            "MULLER^HANS",
+            "*",
+        ],
     )
     def test_patient_name_wildcards_ignore_case_and_accents(self, archive: Archive, pattern: str) -> None:
         results = archive.pacs.search("/studies", {"PatientName": pattern})
@@ -183,7 +196,9 @@ class TestStudyMatching:
         assert expected or pattern == "*"
 
     def test_smith_star_matches_smithson_but_not_smythe(self, archive: Archive) -> None:
-        names = {first(row, PATIENT_NAME)["Alphabetic"] for row in archive.pacs.search("/studies", {"PatientName": "SMITH*"})}
+        names = {
+            first(row, PATIENT_NAME)["Alphabetic"] for row in archive.pacs.search("/studies", {"PatientName": "SMITH*"})
+        }
         assert names == {"SMITH^JOHN", "SMITHSON^ANNA"}
 
     @pytest.mark.parametrize(
@@ -247,7 +262,9 @@ class TestStudyMatching:
         assert set(_study_uids(results)) == wanted
 
     def test_keys_combine_with_and(self, archive: Archive) -> None:
-        results = archive.pacs.search("/studies", {"PatientName": "SMITH*", "ModalitiesInStudy": "MR", "StudyDate": "20200101-"})
+        results = archive.pacs.search(
+            "/studies", {"PatientName": "SMITH*", "ModalitiesInStudy": "MR", "StudyDate": "20200101-"}
+        )
         assert set(_study_uids(results)) == {archive.specs[1].study_uid, archive.specs[2].study_uid}
 
 
@@ -358,7 +375,9 @@ class TestPaging:
         pages = [
             first(row, SOP_UID)
             for offset in range(0, len(everything), 3)
-            for row in archive.pacs.search("/instances", {"ModalitiesInStudy": "CT", "limit": "3", "offset": str(offset)})
+            for row in archive.pacs.search(
+                "/instances", {"ModalitiesInStudy": "CT", "limit": "3", "offset": str(offset)}
+            )
         ]
         assert pages == everything
 
@@ -379,7 +398,10 @@ class TestCharacterSets:
         assert first(row, PATIENT_NAME) == {"Alphabetic": "GARCÍA^JOSÉ"}
         assert tag_values(row, "00080005") == ["ISO_IR 192"]
 
-    @pytest.mark.parametrize(("name", "pattern"), [("chrH31.dcm", "山田*"), ("chrH31.dcm", "やまだ^たろう"), ("chrX1.dcm", "Wang^*"), ("chrRuss.dcm", "Люк*")])
+    @pytest.mark.parametrize(
+        ("name", "pattern"),
+        [("chrH31.dcm", "山田*"), ("chrH31.dcm", "やまだ^たろう"), ("chrX1.dcm", "Wang^*"), ("chrRuss.dcm", "Люк*")],
+    )
     def test_other_scripts_match_by_name(self, archive: Archive, name: str, pattern: str) -> None:
         results = _get(archive, "PatientName=" + quote(pattern, safe=""))
         assert uids_of(archive.charset_files[name])[0] in _study_uids(results)

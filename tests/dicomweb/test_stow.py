@@ -75,13 +75,18 @@ class TestAllInstancesStored:
         assert FAILED not in answer
         referenced = sequence(answer, REFERENCED)
         assert [first(item, SOP_UID) for item in referenced] == [uids_of(data)[2] for data in files]
-        assert all(first(item, STOW_STATUS["ReferencedSOPClassUID"]) == dataset_of(files[0]).SOPClassUID for item in referenced)
+        assert all(
+            first(item, STOW_STATUS["ReferencedSOPClassUID"]) == dataset_of(files[0]).SOPClassUID for item in referenced
+        )
         assert first(answer, RETRIEVE_URL).endswith(f"/dicomweb/studies/{spec.study_uid}")
 
     def test_referenced_retrieve_url_serves_the_instance(self, pacs: Pacs) -> None:
         _, (data,) = sample_study()
         (item,) = sequence(pacs.store(data), REFERENCED)
-        response = pacs.http.get(first(item, RETRIEVE_URL), headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        response = pacs.http.get(
+            first(item, RETRIEVE_URL),
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        )
         assert response.status_code == 200
         assert data in response.content
 
@@ -144,7 +149,9 @@ class TestNothingStored:
         unchanged()
 
     @pytest.mark.parametrize("kind", ["native", "encapsulated"])
-    def test_truncated_pixel_data_fails_and_is_not_stored(self, pacs: Pacs, unchanged: Callable[[], None], kind: str) -> None:
+    def test_truncated_pixel_data_fails_and_is_not_stored(
+        self, pacs: Pacs, unchanged: Callable[[], None], kind: str
+    ) -> None:
         data = sample_study(size=64)[1][0] if kind == "native" else bundled("examples_ybr_color.dcm")
         cut = data[: len(data) - 1000]
         response = pacs.stow([cut])
@@ -166,7 +173,9 @@ class TestNothingStored:
 
 
 class TestMalformedRequest:
-    def test_missing_final_delimiter_gives_400_and_stores_nothing(self, pacs: Pacs, unchanged: Callable[[], None]) -> None:
+    def test_missing_final_delimiter_gives_400_and_stores_nothing(
+        self, pacs: Pacs, unchanged: Callable[[], None]
+    ) -> None:
         _, (data,) = sample_study()
         body, content_type = multipart_body([data])
         response = _raw_post(pacs, body[: body.rindex(b"\r\n--")], content_type)
@@ -189,7 +198,9 @@ class TestMalformedRequest:
         assert response.status_code == 400, response.text
         unchanged()
 
-    @pytest.mark.parametrize("content_type", ["application/json", "text/plain", 'multipart/related; type="image/jpeg"; boundary=b'])
+    @pytest.mark.parametrize(
+        "content_type", ["application/json", "text/plain", 'multipart/related; type="image/jpeg"; boundary=b']
+    )
     def test_other_media_types_give_415(self, pacs: Pacs, unchanged: Callable[[], None], content_type: str) -> None:
         _, (data,) = sample_study()
         body = b'{"00100010": {"vr": "PN"}}' if content_type == "application/json" else data

@@ -63,7 +63,9 @@ def archive(pacs: Pacs) -> Archive:
     )
     files = [part10(ds) for ds in build_instances(study)]
     files[0] = _with_overlay(files[0])
-    multiframe_spec = StudySpec(Patient("WADO^MULTI", "W-MULTI"), "20220203", "WADO0002", (SeriesSpec("MR", 1, size=32, frames=5),))
+    multiframe_spec = StudySpec(
+        Patient("WADO^MULTI", "W-MULTI"), "20220203", "WADO0002", (SeriesSpec("MR", 1, size=32, frames=5),)
+    )
     (multiframe,) = [part10(ds) for ds in build_instances(multiframe_spec)]
     compressed = {
         name: bundled(name)
@@ -123,8 +125,12 @@ class TestMetadata:
         for item in items:
             assert normalize_metadata(item) == expected_metadata(archive.files[first(item, "00080018")])
 
-    @pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm", "SC_rgb_rle_2frame.dcm"])
-    def test_instance_metadata_of_bundled_files_equals_pydicom_json(self, pacs: Pacs, archive: Archive, name: str) -> None:
+    @pytest.mark.parametrize(
+        "name", ["examples_ybr_color.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm", "SC_rgb_rle_2frame.dcm"]
+    )
+    def test_instance_metadata_of_bundled_files_equals_pydicom_json(
+        self, pacs: Pacs, archive: Archive, name: str
+    ) -> None:
         data = archive.compressed[name]
         (item,) = pacs.http.get(pacs.instance_path(data) + "/metadata").json()
         assert normalize_metadata(item) == expected_metadata(data)
@@ -160,7 +166,11 @@ class TestFrames:
         ("name", "accept", "media_type"),
         [
             ("examples_ybr_color.dcm", 'multipart/related; type="image/jpeg"', "image/jpeg"),
-            ("SC_rgb_jpeg_gdcm.dcm", 'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.70', "image/jpeg"),
+            (
+                "SC_rgb_jpeg_gdcm.dcm",
+                'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.70',
+                "image/jpeg",
+            ),
             ("MR_small_jp2klossless.dcm", 'multipart/related; type="image/jp2"', "image/jp2"),
             ("MR_small_jpeg_ls_lossless.dcm", 'multipart/related; type="image/jls"', "image/jls"),
             ("SC_rgb_rle_2frame.dcm", 'multipart/related; type="image/dicom-rle"', "image/dicom-rle"),
@@ -183,7 +193,9 @@ class TestFrames:
         for part in parts:
             assert part.content_type.replace('"', "").startswith(media_type), part.content_type
 
-    @pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"])
+    @pytest.mark.parametrize(
+        "name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"]
+    )
     def test_lossless_frames_asked_as_octets_are_decoded_pixels(self, pacs: Pacs, archive: Archive, name: str) -> None:
         data = archive.compressed[name]
         (part,) = pacs.retrieve(pacs.instance_path(data) + "/frames/1", accept=OCTETS)
@@ -197,12 +209,16 @@ class TestFrames:
 
     @pytest.mark.parametrize("frames", ["0", "1,x", "-1"])
     def test_a_malformed_frame_list_gives_400(self, pacs: Pacs, archive: Archive, frames: str) -> None:
-        response = pacs.http.get(pacs.instance_path(archive.multiframe) + f"/frames/{frames}", headers={"Accept": OCTETS})
+        response = pacs.http.get(
+            pacs.instance_path(archive.multiframe) + f"/frames/{frames}", headers={"Accept": OCTETS}
+        )
         assert response.status_code == 400
 
 
 class TestNotFound:
-    @pytest.mark.parametrize("suffix", ["", "/metadata", "/series/1.2.3", "/series/1.2.3/metadata", "/series/1.2.3/instances/1.2.3.4"])
+    @pytest.mark.parametrize(
+        "suffix", ["", "/metadata", "/series/1.2.3", "/series/1.2.3/metadata", "/series/1.2.3/instances/1.2.3.4"]
+    )
     def test_unknown_study_gives_404(self, pacs: Pacs, suffix: str) -> None:
         accept = "application/dicom+json" if suffix.endswith("metadata") else AS_STORED
         response = pacs.http.get(f"/dicomweb/studies/{new_uid()}{suffix}", headers={"Accept": accept})
@@ -228,8 +244,13 @@ class TestNotAcceptable:
             ("metadata", "image/jpeg"),
         ],
     )
-    def test_what_cannot_be_served_gives_406_with_a_reason(self, pacs: Pacs, archive: Archive, resource: str, accept: str) -> None:
-        path = pacs.instance_path(archive.multiframe) + {"instance": "", "frame": "/frames/1", "metadata": "/metadata"}[resource]
+    def test_what_cannot_be_served_gives_406_with_a_reason(
+        self, pacs: Pacs, archive: Archive, resource: str, accept: str
+    ) -> None:
+        path = (
+            pacs.instance_path(archive.multiframe)
+            + {"instance": "", "frame": "/frames/1", "metadata": "/metadata"}[resource]
+        )
         response = pacs.http.get(path, headers={"Accept": accept})
         assert response.status_code == 406, response.text
         assert len(response.json()["detail"]) > 20
