@@ -144,10 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _prepare(settings)
     context = build_context(settings)
-    # Before any worker runs, nothing else writes: every unreferenced recent blob is an orphan of a
-    # crash. With a shared database, another host may be mid-store, so young blobs are spared.
-    grace = 0.0 if settings.effective_database_url.startswith("sqlite") else 3600.0
-    removed = context.archive.sweep_orphans(grace_seconds=grace)
+    # Before any worker runs, this host writes nothing: unreferenced recent blobs are crash orphans.
+    removed = context.archive.sweep_orphans(grace_seconds=settings.sweep_grace_seconds)
     # Parts spooled by requests that the previous process never finished.
     shutil.rmtree(context.archive.blobs.staging_dir(), ignore_errors=True)
     if removed:

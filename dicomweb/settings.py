@@ -27,6 +27,10 @@ class Settings:
     max_request_bytes: int = 64 * 1024**3  # STOW bodies above this are refused (413)
     max_results: int = 20_000  # QIDO answers are truncated here, with a Warning header
     workers: int = 1
+    # At start, unreferenced blobs older than this are orphans of a crash and are removed. 0 is
+    # right when this host is the only writer; with several hosts sharing one store, set it above
+    # the longest store so another host's in-flight instance is spared.
+    sweep_grace_seconds: int = 0
     log_level: str = "info"
     bridge: bool = True
     bridge_port: int = 11112
@@ -72,6 +76,8 @@ class Settings:
             raise SettingsError(f"WEBPACS_BRIDGE_PORT={self.bridge_port} is not a TCP port")
         if self.workers < 1:
             raise SettingsError(f"WEBPACS_WORKERS={self.workers} must be at least 1")
+        if self.sweep_grace_seconds < 0:
+            raise SettingsError(f"WEBPACS_SWEEP_GRACE_SECONDS={self.sweep_grace_seconds} must be 0 or more")
         if self.max_results < 1:
             raise SettingsError(f"WEBPACS_MAX_RESULTS={self.max_results} must be at least 1")
         if self.database_url and not self.database_url.startswith(("sqlite", "postgresql")):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
 from litestar import Request, Response, get
+from litestar.exceptions import HTTPException
 from litestar.response import Stream
 from pydicom import dcmread
 from pydicom.pixels.decoders.base import get_decoder
@@ -26,7 +27,7 @@ from storage.dicom.media_types import (
 from storage.dicom.multipart import MultipartWriter
 from storage.dicom.pixels import decode_frame, to_explicit_little_endian
 from storage.dicom.records import BULK_BASE
-from storage.errors import InvalidQuery, NotFound
+from storage.errors import InvalidQuery, NotAcceptable, NotFound
 from storage.index import StoredInstance
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["WADO_HANDLERS", "can_transcode", "instance_body", "stored_instances"]
 
 _PIXEL_DATA: Final = 0x7FE00010
+_OCTETS: Final = "application/octet-stream"
 # Parts loaded ahead of the one being sent, and the largest instance loaded whole (memory bound:
 # _READ_AHEAD x _WHOLE_READ_LIMIT per response); larger ones are streamed in chunks.
 _READ_AHEAD: Final = 4
@@ -316,14 +318,67 @@ async def retrieve_bulk_data(
         number = int(tag, 16)
     except ValueError as exc:
         raise InvalidQuery(f"bulk data tag {tag!r} must be 8 hexadecimal digits, e.g. 7FE00010") from exc
-    if number == _PIXEL_DATA:
+    byte_range = request.headers.get("range")
+    if number == _PIXEL_DATA and byte_range is None:
         return await _pixel_parts(request, study, series, instance, None, "bulkdata")
     archive = app_context(request).archive
     (stored,) = await stored_instances(archive, study, series, instance)
+    if byte_range is not None:
+        return await _ranged_bulk_data(archive, stored, number, byte_range)
     value = await anyio.to_thread.run_sync(_element_value, archive, stored, number)
     writer = MultipartWriter()
-    body = writer.part_header("application/octet-stream") + value + writer.closing_delimiter()
-    return Response(content=body, media_type=writer.content_type("application/octet-stream"))
+    body = writer.part_header(_OCTETS) + value + writer.closing_delimiter()
+    return Response(content=body, media_type=writer.content_type(_OCTETS))
+
+
+async def _ranged_bulk_data(archive: Archive, stored: StoredInstance, tag: int, header: str) -> Response[bytes]:
+    """RFC 9110 §14: one byte range of the value, as 206 application/octet-stream.
+
+    Native pixel data is read straight from the stored file (it may be gigabytes); other values
+    are small enough to read whole.
+    """
+    if tag == _PIXEL_DATA:
+        if stored.frames is None or not _same_pixel_bytes(stored.transfer_syntax_uid, EXPLICIT_VR_LITTLE_ENDIAN):
+            raise NotAcceptable("byte ranges are offered on uncompressed little-endian pixel data only")
+        value_start = stored.frames[0].fragments[0][0]
+        total = sum(length for frame in stored.frames for _, length in frame.fragments)
+        start, end = _parse_range(header, total)
+        body = await anyio.to_thread.run_sync(
+            archive.blobs.read_range, stored.blob_key, value_start + start, end - start + 1
+        )
+    else:
+        value = await anyio.to_thread.run_sync(_element_value, archive, stored, tag)
+        total = len(value)
+        start, end = _parse_range(header, total)
+        body = value[start : end + 1]
+    return Response(
+        content=body,
+        status_code=206,
+        media_type=_OCTETS,
+        headers={"Content-Range": f"bytes {start}-{end}/{total}", "Accept-Ranges": "bytes"},
+    )
+
+
+def _parse_range(header: str, total: int) -> tuple[int, int]:
+    """(first, last) byte of a single `bytes=` range (RFC 9110 §14.1.2); 416 when unsatisfiable."""
+    unit, _, spec = header.partition("=")
+    first, _, last = spec.strip().partition("-")
+    try:
+        if unit.strip().lower() != "bytes" or "," in spec:
+            raise ValueError(header)
+        if not first:  # suffix range: the last N bytes
+            start, end = max(0, total - int(last)), total - 1
+        else:
+            start, end = int(first), min(int(last), total - 1) if last else total - 1
+    except ValueError as exc:
+        raise HTTPException(status_code=416, detail=f"Range {header!r}: give one range, e.g. bytes=0-1023") from exc
+    if start > end or start >= total:
+        raise HTTPException(
+            status_code=416,
+            detail=f"Range {header!r} is outside the {total}-byte value",
+            headers={"Content-Range": f"bytes */{total}"},
+        )
+    return start, end
 
 
 def _element_value(archive: Archive, stored: StoredInstance, tag: int) -> bytes:

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument("--stow-batch-bytes", type=int, metavar="BYTES",
                         help="most bytes in one STOW-RS request (default 268435456)")
     tuning.add_argument("--stow-concurrency", type=int, metavar="N",
-                        help="STOW-RS requests in flight at once (default 2)")
+                        help="STOW-RS requests in flight at once (default 4)")
     tuning.add_argument("--qido-page-size", type=int, metavar="N",
                         help="QIDO-RS page size (limit) (default 1000)")
     tuning.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),

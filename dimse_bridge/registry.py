@@ -54,16 +54,17 @@ class NodeRegistry:
                 self._fetched_at = now
             return self._nodes
 
-    def get(self, ae_title: str) -> DicomNode | None:
+    def get(self, ae_title: str, *, refresh_on_miss: bool = False) -> DicomNode | None:
         """The registered node with that AE title (padding ignored), or None.
 
-        A title not in the cached list is looked up again at once, so a node registered a moment
-        ago (a C-MOVE destination, a new modality) is found without waiting for the TTL; one GET
-        costs less than the association that asks.
+        With `refresh_on_miss`, a title not in the cached list is looked up again at once, so a
+        C-MOVE destination registered a moment ago is found without waiting for the TTL (one GET
+        is little next to a retrieval). Permission checks do not: an unregistered caller would
+        cost a GET per C-STORE.
         """
         title = ae_title.strip()
         node = self.nodes().get(title)
-        if node is None:
+        if node is None and refresh_on_miss:
             node = self.nodes(max_age=0).get(title)
         return node
 

@@ -152,6 +152,9 @@ def _configure_pynetdicom(settings: BridgeSettings) -> None:
     # Received data sets are spooled to a Part-10 file as they arrive: bounded memory, no decoding.
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.UNRESTRICTED_STORAGE_SERVICE = True
+    # Instances sent as stored go from their spooled file in PDV-sized chunks (see
+    # handlers/retrieve.py `send_as_stored`); the bridge never sends any other file path.
+    _config.STORE_SEND_CHUNKED_DATASET = True
     # Identifiers hold patient names: never log them at INFO (DESIGN.md §4).
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False

@@ -86,7 +86,7 @@ class BridgeSettings:
     registry_ttl: float = 5.0
     stow_batch_instances: int = 32
     stow_batch_bytes: int = 256 * 1024 * 1024
-    stow_concurrency: int = 2
+    stow_concurrency: int = 4
     qido_page_size: int = 1000
     log_level: str = "INFO"
 

@@ -45,6 +45,7 @@ from dimse_bridge.handlers.find import LEVELS_BY_SOP_CLASS, InvalidIdentifier, q
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
+    from pynetdicom.association import Association
     from pynetdicom.events import Event
     from pynetdicom.presentation import PresentationContext
 
@@ -61,6 +62,7 @@ __all__ = [
     "handle_move",
     "list_instances",
     "requested_contexts",
+    "send_as_stored",
     "status_for_error",
 ]
 
@@ -230,13 +232,54 @@ class _ConversionFailed(BridgeError):
     """An instance cannot be sent in any transfer syntax the receiver accepted."""
 
 
+class _StoredFile(Dataset):
+    """An instance to send exactly as stored.
+
+    It holds the spooled Part-10 file and the UIDs pynetdicom needs for its bookkeeping (the Failed
+    SOP Instance UID List).
+    """
+
+    def __init__(self, path: Path, sop_class: str, sop_instance: str) -> None:
+        super().__init__()
+        self.SOPClassUID = sop_class
+        self.SOPInstanceUID = sop_instance
+        self.spooled_path = path
+
+
+def send_as_stored(assoc: Association) -> None:
+    """Let `assoc` send a `_StoredFile` straight from its file, without decoding it.
+
+    pynetdicom's Q/R service hands every sub-operation's Dataset to `send_c_store`, which
+    re-encodes it element by element; for an instance going out in the syntax it is stored in,
+    the file's own bytes are what should go (PS3.4 §C.4.2.3.1: the instance, not a re-encoding),
+    and pynetdicom streams a file path in PDV-sized chunks (_config.STORE_SEND_CHUNKED_DATASET).
+    """
+    original = assoc.send_c_store
+
+    def send_c_store(
+        dataset: str | Path | Dataset, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
+        originator_id: int | None = None,
+    ) -> Dataset:  # fmt: skip
+        source = dataset.spooled_path if isinstance(dataset, _StoredFile) else dataset
+        return original(
+            source, msg_id=msg_id, priority=priority, originator_aet=originator_aet, originator_id=originator_id
+        )
+
+    # An instance attribute shadows the method for this association only.
+    assoc.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
 def _prepare(path: Path, usable: Mapping[str, set[str]]) -> Dataset:
-    dataset = dcmread(path)
-    stored = str(dataset.file_meta.TransferSyntaxUID)
-    target = choose_transfer_syntax(stored, usable.get(str(dataset.SOPClassUID), set()))
+    meta = read_file_meta_info(path)
+    stored = str(meta.TransferSyntaxUID)
+    sop_class = str(meta.MediaStorageSOPClassUID)
+    target = choose_transfer_syntax(stored, usable.get(sop_class, set()))
     if target is None:
-        raise _ConversionFailed(f"no accepted transfer syntax for {stored} ({dataset.SOPClassUID})")
-    if target != stored and UID(stored).is_compressed:
+        raise _ConversionFailed(f"no accepted transfer syntax for {stored} ({sop_class})")
+    if target == stored:
+        return _StoredFile(path, sop_class, str(meta.MediaStorageSOPInstanceUID))
+    dataset = dcmread(path)
+    if UID(stored).is_compressed:
         # Same instance in another encoding: keep its SOP Instance UID (PS3.5 §10: a transfer
         # syntax change does not make a new instance); colour comes out as RGB, as PS3.5 §8.2 asks
         # of uncompressed YBR_FULL_422 data.
@@ -354,7 +397,7 @@ def handle_move(
     destination (0xA801), then the number of sub-operations, then (status, dataset) pairs.
     """
     activity = activities.of(event.assoc)
-    destination = registry.get(str(event.move_destination or ""))
+    destination = registry.get(str(event.move_destination or ""), refresh_on_miss=True)
     if destination is None:
         activity.count("C-MOVE to unknown destination")
         yield None, None
@@ -372,6 +415,7 @@ def handle_move(
 
     def on_accepted(accept_event: Event) -> None:
         accepted.append(accept_event.assoc.accepted_contexts)
+        send_as_stored(accept_event.assoc)
 
     kwargs = {
         "contexts": requested_contexts(refs) or [build_context(ImplicitVRLittleEndian)],
@@ -403,6 +447,7 @@ def handle_get(
         yield listing, None
         return
     level, refs = listing
+    send_as_stored(event.assoc)
     yield len(refs)
     activity.count("C-GET")
     activity.count("C-GET sub-operations", len(refs))

@@ -17,7 +17,7 @@ from storage.errors import ArchiveError, NotFound
 from storage.index.database import check, write_transaction
 from storage.index.models import instance_table, series_table, study_table
 from storage.index.search import SearchResult, search
-from storage.index.writes import AddOutcome, NewInstance, add_instance, delete_instances
+from storage.index.writes import AddOutcome, NewInstance, add_instance, add_instances, delete_instances
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -125,17 +125,8 @@ class Index:
             Per item, in order, its outcome or the ArchiveError that refused it; a refused item
             does not undo the others.
         """
-        outcomes: list[AddOutcome | ArchiveError | None] = [None] * len(items)
-        # Study rows are locked in one order (by UID) so that two batches never deadlock.
-        order = sorted(range(len(items)), key=lambda i: items[i].parsed.study.study_instance_uid)
         with write_transaction(self._engine) as connection:
-            for position in order:
-                try:
-                    with connection.begin_nested():
-                        outcomes[position] = add_instance(connection, items[position])
-                except ArchiveError as exc:
-                    outcomes[position] = exc
-        return [outcome for outcome in outcomes if outcome is not None]
+            return add_instances(connection, items)
 
     def search(self, query: Query, *, max_results: int) -> SearchResult:
         """Run a QIDO-RS search; at most `max_results` rows (`truncated` says when it cut).

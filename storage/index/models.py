@@ -110,6 +110,8 @@ def normalize_person_name(value: str) -> str:
     NFKD, diacritical marks dropped, NFC again (so kana and Hangul stay composed), upper-cased.
     Wildcards `*` and `?` and the PN delimiters `^` and `=` pass through unchanged.
     """
+    if value.isascii():  # every normalization form leaves ASCII as it is; the common case, per add
+        return value.upper()
     decomposed = unicodedata.normalize("NFKD", value)
     folded = "".join(char for char in decomposed if not _is_diacritic(char))
     return unicodedata.normalize("NFC", folded).upper()

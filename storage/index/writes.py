@@ -4,6 +4,12 @@ Every write to a study's rows first locks the study row (PostgreSQL: row lock; S
 write lock of BEGIN IMMEDIATE), so writers of the same study are serialised and the maintained
 counts (NumberOfStudyRelated..., ModalitiesInStudy, SOPClassesInStudy) never lose an update; inserts
 of UIDs use ON CONFLICT so that two writers of different studies never create duplicate rows.
+
+Adding is the hot path of STOW-RS, so its statements are built once, here, with bind parameters:
+executing one only looks up SQLAlchemy's compiled cache. An add checks everything the instance could
+be refused for before it writes a row that would have to be undone, writes attributes only when one
+changed, and adds to the counters and the change feed once per transaction (`_Writer.flush`): the
+study rows stay locked until the commit, so counting at the end is as exact as counting on the way.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Boolean, and_, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 
 from storage.dicom.records import ParsedInstance
-from storage.errors import ConflictingInstance, NotFound
+from storage.errors import ArchiveError, ConflictingInstance, NotFound
 from storage.index.models import (
     change_table,
     instance_table,
@@ -29,11 +36,13 @@ from storage.index.models import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import ColumnElement, Row, Table
-    from sqlalchemy.engine import Connection
+    from collections.abc import Callable, Sequence
+
+    from sqlalchemy import ColumnElement, Select, Table
+    from sqlalchemy.engine import Connection, NestedTransaction
 
 
-__all__ = ["AddOutcome", "NewInstance", "add_instance", "delete_instances"]
+__all__ = ["AddOutcome", "NewInstance", "add_instance", "add_instances", "delete_instances"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +69,229 @@ class NewInstance:
     sha256: str
 
 
-def _upsert(connection: Connection, table: Table) -> Any:
-    """INSERT with ON CONFLICT support: both dialects spell it the same way in SQLAlchemy."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+# The columns an add copies from the instance onto the study and series rows (the newest instance's
+# values win), in the order `_study_values` and `_series_values` produce them.
+_STUDY_ATTRIBUTES: Final = (
+    "patient_id",
+    "patient_name",
+    "patient_name_norm",
+    "patient_birth_date",
+    "patient_sex",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_physician_name",
+    "referring_physician_name_norm",
+    "institution_name",
+    "json",
+)
+_SERIES_ATTRIBUTES: Final = (
+    "modality",
+    "series_number",
+    "series_description",
+    "body_part_examined",
+    "pps_start_date",
+    "pps_start_time",
+    "json",
+)
+
+
+def _by_id(table: Table) -> ColumnElement[bool]:
+    # Not named "id": an UPDATE takes its SET columns from the other parameter names.
+    return table.c.id == bindparam("row_id")
+
+
+# Locks the study row (FOR UPDATE is dropped on SQLite, where BEGIN IMMEDIATE already holds the lock).
+_LOCK_STUDY: Final = (
+    select(study_table.c.id, *(study_table.c[name] for name in _STUDY_ATTRIBUTES))
+    .where(study_table.c.study_instance_uid == bindparam("study_uid"))
+    .with_for_update()
+)
+# Everything an add decides on, in one round trip: the series and the instance stored under the
+# new instance's UIDs, and whether the study already lists its SOP class. Run after the study lock,
+# so that on PostgreSQL it sees what the previous holder of the lock committed.
+_DUAL: Final = select(literal_column("1").label("one")).subquery("dual")
+_LOOKUP: Final = select(
+    series_table.c.id.label("series_id"),
+    series_table.c.study_id.label("series_study_id"),
+    *(series_table.c[name].label(f"series_{name}") for name in _SERIES_ATTRIBUTES),
+    instance_table.c.id.label("instance_id"),
+    instance_table.c.study_id.label("instance_study_id"),
+    instance_table.c.series_id.label("instance_series_id"),
+    instance_table.c.sop_class_uid.label("instance_sop_class_uid"),
+    instance_table.c.sha256.label("instance_sha256"),
+    instance_table.c.blob_key.label("instance_blob_key"),
+    study_sop_class_table.c.study_id.label("listed_sop_class"),
+).select_from(
+    _DUAL.outerjoin(series_table, series_table.c.series_instance_uid == bindparam("series_uid"))
+    .outerjoin(instance_table, instance_table.c.sop_instance_uid == bindparam("sop_uid"))
+    .outerjoin(
+        study_sop_class_table,
+        and_(
+            study_sop_class_table.c.study_id == bindparam("study_pk"),
+            study_sop_class_table.c.sop_class_uid == bindparam("sop_class_uid"),
+        ),
+    )
+)
+_SERIES_NAMES = tuple(f"series_{name}" for name in _SERIES_ATTRIBUTES)
+# Executed with the changed columns as further parameters (SET takes them from the parameter names).
+_UPDATE_STUDY: Final = update(study_table).where(_by_id(study_table))
+_UPDATE_SERIES: Final = update(series_table).where(_by_id(series_table))
+_UPDATE_INSTANCE: Final = update(instance_table).where(_by_id(instance_table))
+_COUNT_SERIES: Final = (
+    update(series_table)
+    .where(_by_id(series_table))
+    .values(num_instances=series_table.c.num_instances + bindparam("added_instances"))
+)
+_COUNT_STUDY: Final = (
+    update(study_table)
+    .where(_by_id(study_table))
+    .values(
+        num_series=study_table.c.num_series + bindparam("added_series"),
+        num_instances=study_table.c.num_instances + bindparam("added_instances"),
+    )
+)
+_APPEND_CHANGES: Final = insert(change_table)
+_INSTANCE_PLACE: Final = (
+    select(series_table.c.series_instance_uid, study_table.c.study_instance_uid)
+    .select_from(
+        instance_table.join(series_table, instance_table.c.series_id == series_table.c.id).join(
+            study_table, instance_table.c.study_id == study_table.c.id
+        )
+    )
+    .where(_by_id(instance_table))
+)
+_STUDY_UID: Final = select(study_table.c.study_instance_uid).where(_by_id(study_table))
+
+
+@dataclass(frozen=True, slots=True)
+class _Inserts:
+    """The INSERT ... ON CONFLICT statements, in one dialect's spelling."""
+
+    study: Insert
+    series: Insert
+    instance: Insert
+    study_modality: Insert
+    study_sop_class: Insert
+
+
+def _inserts(insert_on_conflict: Callable[[Table], Any]) -> _Inserts:
+    def new_row(table: Table, uid: str) -> Insert:
+        statement: Insert = (
+            insert_on_conflict(table).on_conflict_do_nothing(index_elements=[uid]).returning(table.c.id)
+        )
+        return statement
+
+    return _Inserts(
+        study=new_row(study_table, "study_instance_uid"),
+        series=new_row(series_table, "series_instance_uid"),
+        instance=new_row(instance_table, "sop_instance_uid"),
+        study_modality=insert_on_conflict(study_modality_table).on_conflict_do_nothing(),
+        study_sop_class=insert_on_conflict(study_sop_class_table).on_conflict_do_nothing(),
+    )
+
+
+_INSERTS: Final = {"postgresql": _inserts(postgresql.insert), "sqlite": _inserts(sqlite.insert)}
+
+# The instance row's columns; the ones `_instance_values` makes and the three keys.
+_INSTANCE_COLUMNS: Final = (
+    "sop_instance_uid",
+    "series_id",
+    "study_id",
+    "sop_class_uid",
+    "instance_number",
+    "transfer_syntax_uid",
+    "rows",
+    "columns",
+    "bits_allocated",
+    "number_of_frames",
+    "json",
+    "metadata",
+    "frames",
+    "blob_key",
+    "size",
+    "sha256",
+    "created_at",
+)
+
+
+def _store_in_one_statement() -> Select[Any]:
+    """PostgreSQL: look up, store, count and record an instance in one round trip.
+
+    The `_LOOKUP` row comes back in any case, with `stored_id` set when the instance was stored:
+    that happens only in the common case, which needs no other write (no instance under its SOP
+    Instance UID, its series already in the study with the same attributes, its SOP class listed,
+    `study_unchanged`). Otherwise nothing is written and the caller decides from the lookup row.
+    Data-modifying CTEs all run on the INSERT's RETURNING, so ON CONFLICT skipping the row (another
+    study's writer stored the SOP Instance UID meanwhile) counts and records nothing either.
+    No parameter is named like a column: SQLAlchemy would add such a one to the UPDATEs' SET.
+    """
+    found = _LOOKUP.cte("found")
+    common_case = and_(
+        found.c.instance_id.is_(None),
+        found.c.series_study_id == bindparam("study_pk"),
+        found.c.listed_sop_class.is_not(None),
+        bindparam("study_unchanged", type_=Boolean()),
+        *(
+            found.c[f"series_{name}"].is_not_distinct_from(
+                bindparam(f"new_series_{name}", type_=series_table.c[name].type)
+            )
+            for name in _SERIES_ATTRIBUTES
+        ),
+    )
+    new_instance = (
+        postgresql.insert(instance_table)
+        .from_select(
+            list(_INSTANCE_COLUMNS),
+            select(
+                *(
+                    found.c.series_id if name == "series_id" else bindparam(f"new_{name}", type_=instance_table.c[name].type)
+                    for name in _INSTANCE_COLUMNS
+                )
+            ).where(common_case),
+        )
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(instance_table.c.id, instance_table.c.series_id, instance_table.c.study_id)
+        .cte("new_instance")
+    )
+    counted_series = (
+        update(series_table)
+        .where(series_table.c.id == new_instance.c.series_id)
+        .values(num_instances=series_table.c.num_instances + 1)
+        .cte("counted_series")
+    )
+    counted_study = (
+        update(study_table)
+        .where(study_table.c.id == new_instance.c.study_id)
+        .values(
+            num_series=study_table.c.num_series + bindparam("added_series"),
+            num_instances=study_table.c.num_instances + 1,
+            updated_at=bindparam("study_updated_at", type_=study_table.c.updated_at.type),
+        )
+        .cte("counted_study")
+    )
+    change = change_table.c
+    appended = (
+        insert(change_table)
+        .from_select(
+            ["kind", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "at"],
+            select(
+                literal_column("'stored'"),
+                bindparam("change_study_uid", type_=change.study_instance_uid.type),
+                bindparam("series_uid", type_=change.series_instance_uid.type),
+                bindparam("sop_uid", type_=change.sop_instance_uid.type),
+                bindparam("change_at", type_=change.at.type),
+            ).select_from(new_instance),
+        )
+        .cte("appended")
+    )
+    stored_id = select(new_instance.c.id).scalar_subquery().label("stored_id")
+    return select(*found.c, stored_id).add_cte(counted_series, counted_study, appended)
+
+
+_LOOKUP_AND_STORE: Final = _store_in_one_statement()
 
 
 def _json(value: object) -> str:
@@ -81,7 +308,7 @@ def _date(value: str) -> str:
     return value.replace(".", "")
 
 
-def _study_values(parsed: ParsedInstance, now: datetime) -> dict[str, Any]:
+def _study_values(parsed: ParsedInstance) -> dict[str, Any]:
     study = parsed.study
     return {
         "patient_id": study.patient_id,
@@ -98,7 +325,6 @@ def _study_values(parsed: ParsedInstance, now: datetime) -> dict[str, Any]:
         "referring_physician_name_norm": normalize_person_name(study.referring_physician_name).rstrip("="),
         "institution_name": study.institution_name,
         "json": _json(study.json),
-        "updated_at": now,
     }
 
 
@@ -136,38 +362,6 @@ def _instance_values(item: NewInstance, now: datetime) -> dict[str, Any]:
     }
 
 
-def _lock_study(connection: Connection, parsed: ParsedInstance, now: datetime) -> int:
-    """Create the study row if missing and lock it for the rest of the transaction; its id."""
-    uid = parsed.study.study_instance_uid
-    values = {"study_instance_uid": uid, **_study_values(parsed, now), "created_at": now}
-    connection.execute(
-        _upsert(connection, study_table).values(values).on_conflict_do_nothing(index_elements=["study_instance_uid"])
-    )
-    study_id: int = connection.execute(
-        select(study_table.c.id).where(study_table.c.study_instance_uid == uid).with_for_update()
-    ).scalar_one()
-    return study_id
-
-
-def _stored_instance(connection: Connection, sop_uid: str) -> Row[*tuple[Any, ...]] | None:
-    return connection.execute(
-        select(
-            instance_table.c.id,
-            instance_table.c.study_id,
-            instance_table.c.sha256,
-            instance_table.c.blob_key,
-            series_table.c.series_instance_uid,
-            study_table.c.study_instance_uid,
-        )
-        .select_from(
-            instance_table.join(series_table, instance_table.c.series_id == series_table.c.id).join(
-                study_table, instance_table.c.study_id == study_table.c.id
-            )
-        )
-        .where(instance_table.c.sop_instance_uid == sop_uid)
-    ).first()
-
-
 def _conflict(what: str, uid: str, stored_in: str, parsed: ParsedInstance) -> ConflictingInstance:
     return ConflictingInstance(
         f"{what} {uid} is already stored in {stored_in}, but this instance belongs to study "
@@ -176,116 +370,246 @@ def _conflict(what: str, uid: str, stored_in: str, parsed: ParsedInstance) -> Co
     )
 
 
+@dataclass(slots=True)
+class _LockedStudy:
+    """A study row this transaction holds the lock of, with its attributes as stored now."""
+
+    id: int
+    attributes: dict[str, Any]
+    added_series: int = 0
+    added_instances: int = 0
+    touched: bool = False  # an instance was stored or replaced: counts and updated_at to write
+
+
+class _Writer:
+    """The adds of one write transaction; `flush` before the commit."""
+
+    def __init__(self, connection: Connection, *, savepoints: bool) -> None:
+        self._connection = connection
+        self._inserts = _INSERTS[connection.dialect.name]
+        # PostgreSQL stores, counts and records a new instance in one statement (a round trip costs
+        # more than the statement); SQLite, in-process, defers the counts and changes to `flush`.
+        self._one_statement = connection.dialect.name == "postgresql"
+        # In a batch a refused instance must leave no trace: the rows it may have written before it
+        # was refused (a new study or series) go in a savepoint, opened only when such a row is.
+        self._savepoints = savepoints
+        self._savepoint: NestedTransaction | None = None
+        self._studies: dict[str, _LockedStudy] = {}  # by Study Instance UID
+        self._added_to_series: dict[int, int] = {}  # series id -> instances stored
+        self._changes: list[dict[str, Any]] = []
+
+    def add(self, item: NewInstance) -> AddOutcome:
+        """Index one instance.
+
+        Raises:
+            ConflictingInstance: its SOP Instance UID or Series Instance UID is stored elsewhere;
+                with savepoints, whatever it wrote is undone.
+        """
+        self._savepoint = None
+        try:
+            outcome = self._add(item)
+        except ArchiveError:
+            if self._savepoint is not None:
+                self._savepoint.rollback()
+            raise
+        if self._savepoint is not None:
+            self._savepoint.commit()
+        return outcome
+
+    def _begin_undoable(self) -> None:
+        if self._savepoints and self._savepoint is None:
+            self._savepoint = self._connection.begin_nested()
+
+    def _add(self, item: NewInstance) -> AddOutcome:
+        connection = self._connection
+        parsed = item.parsed
+        now = datetime.now(UTC)
+        study_uid = parsed.study.study_instance_uid
+        sop_uid = parsed.instance.sop_instance_uid
+        study_values = _study_values(parsed)
+        study = self._studies.get(study_uid) or self._lock_study(study_uid, study_values, now)
+        found = connection.execute(
+            _LOOKUP,
+            {
+                "series_uid": parsed.series.series_instance_uid,
+                "sop_uid": sop_uid,
+                "study_pk": study.id,
+                "sop_class_uid": parsed.instance.sop_class_uid,
+            },
+        ).one()
+        replaces = found.instance_id is not None
+        if replaces:
+            if found.instance_study_id != study.id or found.instance_series_id != found.series_id:
+                place = connection.execute(_INSTANCE_PLACE, {"row_id": found.instance_id}).one()
+                where = f"study {place.study_instance_uid} series {place.series_instance_uid}"
+                raise _conflict("SOP Instance UID", sop_uid, where, parsed)
+            if found.instance_sha256 == item.sha256:
+                self._studies[study_uid] = study
+                return AddOutcome("already_present")
+        series_values = _series_values(parsed)
+        new_series = found.series_id is None
+        if new_series:
+            series_id = self._insert_series(parsed, study.id, series_values, now)
+        elif found.series_study_id != study.id:
+            stored_in = connection.execute(_STUDY_UID, {"row_id": found.series_study_id}).scalar_one()
+            raise _conflict("Series Instance UID", parsed.series.series_instance_uid, f"study {stored_in}", parsed)
+        else:
+            series_id = found.series_id
+        instance_values = _instance_values(item, now)
+        if replaces:
+            connection.execute(_UPDATE_INSTANCE, {"row_id": found.instance_id, **instance_values})
+        else:
+            row = {"sop_instance_uid": sop_uid, "series_id": series_id, "study_id": study.id, **instance_values}
+            if self._one_statement:
+                parameters = {f"new_{name}": value for name, value in row.items()}
+                parameters.update(
+                    added_series=int(new_series),
+                    study_updated_at=now,
+                    change_study_uid=study_uid,
+                    change_series_uid=parsed.series.series_instance_uid,
+                    change_sop_uid=sop_uid,
+                    change_at=now,
+                )
+                inserted = connection.execute(_STORE_POSTGRESQL, parameters).scalar()
+            else:
+                inserted = connection.execute(self._inserts.instance, row).scalar()
+            if inserted is None:  # another study's writer stored the same SOP Instance UID meanwhile
+                raise _conflict("SOP Instance UID", sop_uid, "another study", parsed)
+        # Nothing refuses the instance from here on.
+        if new_series:
+            connection.execute(
+                self._inserts.study_modality, {"study_id": study.id, "modality": parsed.series.modality}
+            )
+        else:
+            stored = dict(zip(_SERIES_ATTRIBUTES, (found._mapping[name] for name in _SERIES_NAMES), strict=True))
+            if stored != series_values:
+                connection.execute(_UPDATE_SERIES, {"row_id": series_id, **series_values})
+                if stored["modality"] != series_values["modality"]:
+                    _refresh_modalities(connection, study.id)
+        if study.attributes != study_values:
+            connection.execute(_UPDATE_STUDY, {"row_id": study.id, **study_values})
+            study.attributes = study_values
+        if replaces and found.instance_sop_class_uid != parsed.instance.sop_class_uid:
+            # The replaced instance may have been the study's last of its SOP class.
+            _refresh_sop_classes(connection, study.id)
+        elif found.listed_sop_class is None:
+            connection.execute(
+                self._inserts.study_sop_class,
+                {"study_id": study.id, "sop_class_uid": parsed.instance.sop_class_uid},
+            )
+        self._studies[study_uid] = study
+        if replaces or not self._one_statement:
+            study.touched = True
+            study.added_series += int(new_series)
+            if not replaces:
+                study.added_instances += 1
+                self._added_to_series[series_id] = self._added_to_series.get(series_id, 0) + 1
+            self._changes.append(
+                {
+                    "kind": "stored",
+                    "study_instance_uid": study_uid,
+                    "series_instance_uid": parsed.series.series_instance_uid,
+                    "sop_instance_uid": sop_uid,
+                    "at": now,
+                }
+            )
+            if self._one_statement:  # keeps the change feed in the order of the adds
+                self.flush()
+        if replaces:
+            return AddOutcome("replaced", found.instance_blob_key)
+        return AddOutcome("stored")
+
+    def _lock_study(self, uid: str, values: dict[str, Any], now: datetime) -> _LockedStudy:
+        """Lock the study row, creating it if missing."""
+        while True:
+            row = self._connection.execute(_LOCK_STUDY, {"study_uid": uid}).first()
+            if row is not None:
+                return _LockedStudy(row.id, dict(zip(_STUDY_ATTRIBUTES, row[1:], strict=True)))
+            self._begin_undoable()
+            created = self._connection.execute(
+                self._inserts.study,
+                {"study_instance_uid": uid, **values, "created_at": now, "updated_at": now},
+            ).scalar()
+            if created is not None:
+                return _LockedStudy(created, values)
+            # Another writer created it meanwhile (PostgreSQL): lock the row it committed.
+
+    def _insert_series(self, parsed: ParsedInstance, study_id: int, values: dict[str, Any], now: datetime) -> int:
+        uid = parsed.series.series_instance_uid
+        self._begin_undoable()
+        series_id: int | None = self._connection.execute(
+            self._inserts.series,
+            {"series_instance_uid": uid, "study_id": study_id, "created_at": now, **values},
+        ).scalar()
+        if series_id is None:  # another study's writer created it meanwhile
+            raise _conflict("Series Instance UID", uid, "another study", parsed)
+        return series_id
+
+    def flush(self) -> None:
+        """Write the counts, updated_at and change records of every add so far."""
+        connection = self._connection
+        if self._added_to_series:
+            connection.execute(
+                _COUNT_SERIES,
+                [{"row_id": series_id, "added_instances": added} for series_id, added in self._added_to_series.items()],
+            )
+        now = datetime.now(UTC)
+        touched = [study for study in self._studies.values() if study.touched]
+        if touched:
+            connection.execute(
+                _COUNT_STUDY,
+                [
+                    {
+                        "row_id": study.id,
+                        "added_series": study.added_series,
+                        "added_instances": study.added_instances,
+                        "updated_at": now,
+                    }
+                    for study in touched
+                ],
+            )
+        if self._changes:
+            connection.execute(_APPEND_CHANGES, self._changes)
+        self._added_to_series = {}
+        self._changes = []
+        for study in touched:
+            study.added_series = study.added_instances = 0
+            study.touched = False
+
+
 def add_instance(connection: Connection, item: NewInstance) -> AddOutcome:
     """Index one instance inside the caller's write transaction.
 
     Raises:
         ConflictingInstance: its SOP Instance UID or Series Instance UID is stored elsewhere.
     """
-    parsed = item.parsed
-    now = datetime.now(UTC)
-    study_id = _lock_study(connection, parsed, now)
-    sop_uid = parsed.instance.sop_instance_uid
-    stored = _stored_instance(connection, sop_uid)
-    if stored is not None:
-        if stored.study_id != study_id or stored.series_instance_uid != parsed.series.series_instance_uid:
-            where = f"study {stored.study_instance_uid} series {stored.series_instance_uid}"
-            raise _conflict("SOP Instance UID", sop_uid, where, parsed)
-        if stored.sha256 == item.sha256:
-            return AddOutcome("already_present")
-    series_id, new_series = _series(connection, parsed, study_id)
-    new_instance = stored is None
-    if stored is None:
-        _insert_instance(connection, item, series_id, study_id, now)
-    else:
-        connection.execute(
-            update(instance_table).where(instance_table.c.id == stored.id).values(_instance_values(item, now))
-        )
-        # The replaced instance may have been the study's last of its SOP class.
-        _refresh_sop_classes(connection, study_id)
-    connection.execute(
-        update(series_table)
-        .where(series_table.c.id == series_id)
-        .values(num_instances=series_table.c.num_instances + int(new_instance))
-    )
-    connection.execute(
-        update(study_table)
-        .where(study_table.c.id == study_id)
-        .values(
-            {
-                **_study_values(parsed, now),
-                "num_series": study_table.c.num_series + int(new_series),
-                "num_instances": study_table.c.num_instances + int(new_instance),
-            }
-        )
-    )
-    connection.execute(
-        _upsert(connection, study_sop_class_table)
-        .values(study_id=study_id, sop_class_uid=parsed.instance.sop_class_uid)
-        .on_conflict_do_nothing()
-    )
-    uids = (parsed.study.study_instance_uid, parsed.series.series_instance_uid, sop_uid)
-    _append_changes(connection, "stored", [uids], now)
-    if stored is None:
-        return AddOutcome("stored")
-    return AddOutcome("replaced", stored.blob_key)
+    writer = _Writer(connection, savepoints=False)
+    outcome = writer.add(item)
+    writer.flush()
+    return outcome
 
 
-def _series(connection: Connection, parsed: ParsedInstance, study_id: int) -> tuple[int, bool]:
-    """The series row (created if missing, attributes updated from this instance); (id, created)."""
-    uid = parsed.series.series_instance_uid
-    values = _series_values(parsed)
-    existing = connection.execute(
-        select(series_table.c.id, series_table.c.study_id, series_table.c.modality).where(
-            series_table.c.series_instance_uid == uid
-        )
-    ).first()
-    if existing is None:
-        series_id = connection.execute(
-            _upsert(connection, series_table)
-            .values(series_instance_uid=uid, study_id=study_id, created_at=datetime.now(UTC), **values)
-            .on_conflict_do_nothing(index_elements=["series_instance_uid"])
-            .returning(series_table.c.id)
-        ).scalar()
-        if series_id is None:  # another study's writer created it meanwhile
-            raise _conflict("Series Instance UID", uid, "another study", parsed)
-        connection.execute(
-            _upsert(connection, study_modality_table)
-            .values(study_id=study_id, modality=parsed.series.modality)
-            .on_conflict_do_nothing()
-        )
-        return series_id, True
-    if existing.study_id != study_id:
-        stored_in = connection.execute(
-            select(study_table.c.study_instance_uid).where(study_table.c.id == existing.study_id)
-        ).scalar_one()
-        raise _conflict("Series Instance UID", uid, f"study {stored_in}", parsed)
-    connection.execute(update(series_table).where(series_table.c.id == existing.id).values(values))
-    if existing.modality != parsed.series.modality:
-        _refresh_modalities(connection, study_id)
-    return existing.id, False
+def add_instances(connection: Connection, items: Sequence[NewInstance]) -> list[AddOutcome | ArchiveError]:
+    """Index several instances inside the caller's write transaction; a refused one leaves no trace.
 
-
-def _insert_instance(connection: Connection, item: NewInstance, series_id: int, study_id: int, now: datetime) -> None:
-    sop_uid = item.parsed.instance.sop_instance_uid
-    inserted = connection.execute(
-        _upsert(connection, instance_table)
-        .values(
-            sop_instance_uid=sop_uid,
-            series_id=series_id,
-            study_id=study_id,
-            **_instance_values(item, now),
-        )
-        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-        .returning(instance_table.c.id)
-    ).scalar()
-    if inserted is None:  # another study's writer stored the same SOP Instance UID meanwhile
-        raise _conflict("SOP Instance UID", sop_uid, "another study", item.parsed)
+    Returns:
+        Per item, in order, its outcome or the ArchiveError that refused it.
+    """
+    outcomes: dict[int, AddOutcome | ArchiveError] = {}
+    writer = _Writer(connection, savepoints=True)
+    # Study rows are locked in one order (by UID) so that two batches never deadlock.
+    for position in sorted(range(len(items)), key=lambda i: items[i].parsed.study.study_instance_uid):
+        try:
+            outcomes[position] = writer.add(items[position])
+        except ArchiveError as exc:
+            outcomes[position] = exc
+    writer.flush()
+    return [outcomes[position] for position in range(len(items))]
 
 
 def _append_changes(connection: Connection, kind: str, uids: list[tuple[str, str, str]], now: datetime) -> None:
     connection.execute(
-        insert(change_table),
+        _APPEND_CHANGES,
         [
             {
                 "kind": kind,

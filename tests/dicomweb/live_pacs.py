@@ -112,11 +112,17 @@ class Pacs:
         return f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"
 
     def retrieve(self, path: str, accept: str | None = AS_STORED) -> list[ReceivedPart]:
-        """GET a multipart WADO-RS resource; insists on 200 and returns its parts."""
+        """GET a WADO-RS resource; insists on 200 and returns its parts.
+
+        A single-part answer (allowed for one item asked without multipart/related) is one part.
+        """
         headers = {"Accept": accept} if accept else {}
         response = self.http.get(path, headers=headers)
         assert response.status_code == 200, f"GET {path} ({accept}): {response.status_code} {response.text}"
-        return split_multipart(response.content, response.headers["content-type"])
+        content_type = response.headers["content-type"]
+        if not content_type.startswith("multipart/") and accept and not accept.startswith("multipart/"):
+            return [ReceivedPart({"content-type": content_type}, response.content)]
+        return split_multipart(response.content, content_type)
 
     def stored_bytes(self, data: bytes) -> bytes:
         """The instance whose bytes are `data` as the server holds it (transfer-syntax=*)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -101,6 +102,10 @@ class TestKilledDuringALargeStow:
         stow = _SlowStow(pacs, study)
         stow.start()
         assert stow.paused.wait(WAIT), "the STOW body never reached the kill point"
+        # Kill once something is indexed, while the held part and the queued ones are still in flight.
+        deadline = time.monotonic() + WAIT
+        while not pacs.search("/instances", {"StudyInstanceUID": study.study_uid, "limit": "1"}):
+            assert time.monotonic() < deadline, "nothing was indexed while the body was held"
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(WAIT)
         stow.join()

@@ -20,6 +20,7 @@ from dicomdata import (
     new_uid,
     normalize_metadata,
     part10,
+    split_multipart,
     uids_of,
 )
 from live_pacs import AS_STORED, first
@@ -149,6 +150,17 @@ class TestMetadata:
         (item,) = pacs.http.get(pacs.instance_path(data) + "/metadata").json()
         (part,) = pacs.retrieve(item["60003000"]["BulkDataURI"], accept=None)
         assert part.content == dataset_of(data)[0x60003000].value
+
+    def test_a_byte_range_of_bulk_data_gives_206_with_those_bytes(self, pacs: Pacs, archive: Archive) -> None:
+        """Issue #3: bulk data with HTTP Range (RFC 9110 §14)."""
+        data = next(iter(archive.files.values()))
+        (item,) = pacs.http.get(pacs.instance_path(data) + "/metadata").json()
+        response = pacs.http.get(item["60003000"]["BulkDataURI"], headers={"Range": "bytes=100-299"})
+        assert response.status_code == 206, f"{response.status_code}: Range ignored"
+        value = dataset_of(data)[0x60003000].value
+        content_type = response.headers["content-type"]
+        parts = split_multipart(response.content, content_type) if content_type.startswith("multipart/") else None
+        assert (parts[0].content if parts else response.content) == value[100:300]
 
 
 class TestFrames:

@@ -4,7 +4,8 @@ against a mock transport, group commit, transfer syntax choice and the retrieval
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+import types
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -16,12 +17,15 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
 )
+from pynetdicom import build_context
 
+from dimse_bridge.activity import ActivityLog
 from dimse_bridge.cli import main
 from dimse_bridge.client import DicomWebClient, DicomWebError, ServerUnreachable, StoredInstance, StowResult
 from dimse_bridge.handlers.retrieve import InstanceRef, choose_transfer_syntax, requested_contexts
 from dimse_bridge.handlers.store import StoreStatus, StowBatcher, status_for_http_error, status_for_instance
 from dimse_bridge.registry import NodeRegistry
+from dimse_bridge.server import _on_requested
 from dimse_bridge.settings import BridgeSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -235,7 +239,7 @@ class TestNodeRegistry:
         now[0] = 6.0
         assert not registry.accepts("CT1")
 
-    def test_unknown_title_is_looked_up_again_at_once(self) -> None:
+    def test_unknown_move_destination_is_looked_up_again_at_once(self) -> None:
         listed: list[list[dict[str, object]]] = [[]]
         now = [0.0]
         registry = NodeRegistry(
@@ -246,7 +250,8 @@ class TestNodeRegistry:
         )
         assert registry.get("NEW") is None
         listed[0] = [{"ae_title": "NEW", "host": "h", "port": 1}]
-        assert registry.get("NEW") is not None
+        assert registry.get("NEW") is None
+        assert registry.get("NEW", refresh_on_miss=True) is not None
 
     def test_unregistered_caller_may_do_everything_only_when_accepted(self) -> None:
         client = _client(lambda r: httpx.Response(200, json=[]))
@@ -354,3 +359,44 @@ class TestTransferSyntaxChoice:
     def test_move_contexts_stay_within_128(self) -> None:
         refs = [InstanceRef("1", "2", str(n), f"1.2.3.{n}", None) for n in range(40)]
         assert len(requested_contexts(refs)) == 128
+
+
+class _FakeAssociation:
+    """Just enough of a pynetdicom Association for the EVT_REQUESTED handler."""
+
+    def __init__(self, calling: str, contexts: list[Any]) -> None:
+        self.requestor = types.SimpleNamespace(
+            primitive=types.SimpleNamespace(calling_ae_title=calling, presentation_context_definition_list=contexts)
+        )
+        self.rejected: tuple[int, int, int] | None = None
+        self.acse = types.SimpleNamespace(send_reject=self._reject)
+
+    def _reject(self, result: int, source: int, diagnostic: int) -> None:
+        self.rejected = (result, source, diagnostic)
+
+
+class TestAssociationRequest:
+    def _registry(self, accept_unregistered: bool) -> NodeRegistry:
+        nodes = [{"ae_title": "CT1", "host": "h", "port": 1}]
+        return NodeRegistry(
+            _client(lambda r: httpx.Response(200, json=nodes)), ttl=60, accept_unregistered=accept_unregistered
+        )
+
+    def test_unregistered_caller_is_rejected_as_calling_ae_not_recognized(self) -> None:
+        assoc = _FakeAssociation("STRANGER", [])
+        _on_requested(types.SimpleNamespace(assoc=assoc), self._registry(False), ActivityLog())  # type: ignore[arg-type]
+        assert assoc.rejected == (0x01, 0x01, 0x03)
+
+    def test_registered_caller_is_not_rejected(self) -> None:
+        assoc = _FakeAssociation("CT1", [])
+        _on_requested(types.SimpleNamespace(assoc=assoc), self._registry(False), ActivityLog())  # type: ignore[arg-type]
+        assert assoc.rejected is None
+
+    def test_syntaxes_the_archive_cannot_take_are_dropped_keeping_the_proposed_order(self) -> None:
+        jpip = "1.2.840.10008.1.2.4.94"
+        context = build_context(CT, [jpip, JPEG2000, ExplicitVRLittleEndian])
+        only_jpip = build_context(CT, [jpip])
+        assoc = _FakeAssociation("ANY", [context, only_jpip])
+        _on_requested(types.SimpleNamespace(assoc=assoc), self._registry(True), ActivityLog())  # type: ignore[arg-type]
+        assert context.transfer_syntax == [JPEG2000, ExplicitVRLittleEndian]
+        assert only_jpip.transfer_syntax == [jpip]

@@ -72,7 +72,7 @@ class TestSplitChunks:
         assert contents(parts) == list(PAYLOADS)
 
     def test_random_chunk_sizes_give_the_same_parts(self, tmp_path: Path) -> None:
-        rng = random.Random(2387)  # noqa: S311  # reproducible test data, not a secret
+        rng = random.Random(2387)  # reproducible test data, not a secret
         payloads = [rng.randbytes(rng.randrange(0, 5000)) + b"\r\n--b0undar" for _ in range(20)]
         for attempt in range(10):
             spool = tmp_path / str(attempt)
