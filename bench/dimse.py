@@ -19,6 +19,7 @@ TCP_NODELAY=1, pynetdicom by socket option) so only the bridge's latency is meas
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -27,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,9 +35,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import
@@ -80,14 +80,13 @@ def summary(seconds: list[float]) -> dict[str, float]:
 
 
 def make_instances(directory: Path, count: int, *, study: str, patient: str, size: int = 512) -> list[Path]:
-    template = dcmread(get_testdata_file("CT_small.dcm"))
+    template = dcmread(str(get_testdata_file("CT_small.dcm")))
     series = generate_uid()
     directory.mkdir(parents=True, exist_ok=True)
     y, x = np.mgrid[0:size, 0:size]
     paths = []
     for n in range(count):
-        ds = template.copy()
-        ds.file_meta = template.file_meta.copy()
+        ds = copy.deepcopy(template)
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -108,22 +107,42 @@ class Stack:
     def __init__(self, root: Path) -> None:
         self.root = root
         env = {**os.environ, "WEBPACS_DATA_DIR": str(root / "var")}
-        self.token = subprocess.run(
-            [str(REPO / ".venv/bin/webpacs"), "token", "create", "--name", "bench", "--role", "admin"],
-            capture_output=True, text=True, check=True, env=env,
-        ).stdout.strip().splitlines()[-1]
+        self.token = (
+            subprocess.run(
+                [str(REPO / ".venv/bin/webpacs"), "token", "create", "--name", "bench", "--role", "admin"],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         self.http_port, self.port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.server = subprocess.Popen(
             [str(REPO / ".venv/bin/webpacs"), "serve", "--no-bridge", "--port", str(self.http_port)],
-            env=env, stdout=(root / "server.log").open("ab"), stderr=subprocess.STDOUT,
+            env=env,
+            stdout=(root / "server.log").open("ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_until(self._healthy, "the server")
         self.bridge = subprocess.Popen(
-            [sys.executable, "-m", "dimse_bridge", "--server", self.url, "--port", str(self.port),
-             "--accept-unregistered", "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "dimse_bridge",
+                "--server",
+                self.url,
+                "--port",
+                str(self.port),
+                "--accept-unregistered",
+                "--log-level",
+                "WARNING",
+            ],
             env={**os.environ, "WEBPACS_BRIDGE_TOKEN": self.token},
-            stdout=(root / "bridge.log").open("ab"), stderr=subprocess.STDOUT,
+            stdout=(root / "bridge.log").open("ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_until(lambda: echo(self.port), "the bridge")
 
@@ -193,7 +212,11 @@ def phase_echo(stack: Stack, reps: int) -> dict[str, Any]:
 def storescu(port: int, files: list[Path]) -> None:
     result = subprocess.run(
         ["storescu", "-aet", "BENCHSCU", "-aec", "WEBPACS", "127.0.0.1", str(port), *map(str, files)],
-        capture_output=True, text=True, timeout=600, check=False, env={**os.environ, "TCP_NODELAY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "TCP_NODELAY": "1"},
     )
     if result.returncode != 0:
         raise SystemExit(f"storescu failed: {result.stderr[-2000:]}")
@@ -207,22 +230,29 @@ def phase_store(stack: Stack, one: list[Path], four: list[Path]) -> dict[str, An
         with ThreadPoolExecutor(processes) as pool:
             list(pool.map(lambda chunk: storescu(stack.port, chunk), [files[n::processes] for n in range(processes)]))
         elapsed = time.perf_counter() - started
-        results[name] = {"instances": len(files), "seconds": round(elapsed, 2),
-                         "instances_per_s": round(len(files) / elapsed, 1), "MB_per_s": round(size / elapsed / 1e6, 1)}
+        results[name] = {
+            "instances": len(files),
+            "seconds": round(elapsed, 2),
+            "instances_per_s": round(len(files) / elapsed, 1),
+            "MB_per_s": round(size / elapsed / 1e6, 1),
+        }
     return results
 
 
 def load_small_studies(stack: Stack, count: int, directory: Path) -> list[str]:
     """`count` one-instance 8x8 studies through STOW-RS, 50 per request; returns their PatientIDs."""
-    template = dcmread(get_testdata_file("CT_small.dcm"))
+    template = dcmread(str(get_testdata_file("CT_small.dcm")))
     patients = []
     with stack.api() as client:
         for start in range(0, count, 50):
             parts = []
             for n in range(start, min(start + 50, count)):
-                ds = template.copy()
-                ds.file_meta = template.file_meta.copy()
-                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+                ds = copy.deepcopy(template)
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (
+                    generate_uid(),
+                    generate_uid(),
+                    generate_uid(),
+                )
                 ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
                 ds.PatientID = f"FIND{n:06d}"
                 ds.Rows = ds.Columns = 8
@@ -232,10 +262,17 @@ def load_small_studies(stack: Stack, count: int, directory: Path) -> list[str]:
                 parts.append(path.read_bytes())
                 patients.append(ds.PatientID)
             boundary = "benchboundary"
-            body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-                            for p in parts) + f"--{boundary}--\r\n".encode()
-            response = client.post("/dicomweb/studies", content=body, headers={
-                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+            body = (
+                b"".join(
+                    f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n" for p in parts
+                )
+                + f"--{boundary}--\r\n".encode()
+            )
+            response = client.post(
+                "/dicomweb/studies",
+                content=body,
+                headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+            )
             if response.status_code != 200:
                 raise SystemExit(f"STOW-RS load failed: {response.status_code} {response.text[:300]}")
     return patients
@@ -271,8 +308,11 @@ def move_destination(received: list[int]) -> tuple[AE, int]:
         return 0x0000
 
     port = free_port()
-    ae.start_server(("127.0.0.1", port), block=False,
-                    evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, set_tcp_nodelay)])
+    ae.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+    )
     return ae, port
 
 
@@ -301,46 +341,67 @@ def phase_retrieve(stack: Stack, study: str, count: int, reps: int) -> dict[str,
             assoc.release()
             if final.Status != 0 or received[0] != count:
                 raise SystemExit(f"C-MOVE: status 0x{final.Status:04X}, {received[0]} of {count} received")
-        results["c_move"] = {"instances": count, "median_s": round(statistics.median(times), 2),
-                             "instances_per_s": round(count / statistics.median(times), 1)}
+        results["c_move"] = {
+            "instances": count,
+            "median_s": round(statistics.median(times), 2),
+            "instances_per_s": round(count / statistics.median(times), 1),
+        }
     finally:
         destination.shutdown()
     times = []
     for _ in range(reps):
         got = [0]
 
-        def on_store(event: Any) -> int:
+        def on_store(event: Any, got: list[int] = got) -> int:
             got[0] += 1
             return 0x0000
 
         ae = scu()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        assoc = associate(ae, stack.port, ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assoc = associate(
+            ae,
+            stack.port,
+            ext_neg=[build_role(CTImageStorage, scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
         started = time.perf_counter()
         final = [s for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)][-1]
         times.append(time.perf_counter() - started)
         assoc.release()
         if final.Status != 0 or got[0] != count:
             raise SystemExit(f"C-GET: status 0x{final.Status:04X}, {got[0]} of {count} received")
-    results["c_get"] = {"instances": count, "median_s": round(statistics.median(times), 2),
-                        "instances_per_s": round(count / statistics.median(times), 1)}
+    results["c_get"] = {
+        "instances": count,
+        "median_s": round(statistics.median(times), 2),
+        "instances_per_s": round(count / statistics.median(times), 1),
+    }
     return results
 
 
 def markdown(result: dict[str, Any]) -> str:
     echo_r, store, find, retrieve = result["echo"], result["store"], result["find"], result["retrieve"]
     rows = [
-        ("C-ECHO p50, new association / same association (ms)",
-         f"{echo_r['new_association']['p50_ms']} / {echo_r['same_association']['p50_ms']}"),
-        ("C-STORE storescu x1 (inst/s, MB/s)",
-         f"{store['storescu_x1']['instances_per_s']} ({store['storescu_x1']['MB_per_s']} MB/s)"),
-        ("C-STORE storescu x4 (inst/s, MB/s)",
-         f"{store['storescu_x4']['instances_per_s']} ({store['storescu_x4']['MB_per_s']} MB/s)"),
-        (f"C-FIND STUDY by PatientID, {find['studies_in_archive']} studies: p50 / p95 (ms)",
-         f"{find['study_by_patient_id']['p50_ms']} / {find['study_by_patient_id']['p95_ms']}"),
-        (f"C-MOVE {retrieve['c_move']['instances']}-instance study (inst/s)", str(retrieve["c_move"]["instances_per_s"])),
+        (
+            "C-ECHO p50, new association / same association (ms)",
+            f"{echo_r['new_association']['p50_ms']} / {echo_r['same_association']['p50_ms']}",
+        ),
+        (
+            "C-STORE storescu x1 (inst/s, MB/s)",
+            f"{store['storescu_x1']['instances_per_s']} ({store['storescu_x1']['MB_per_s']} MB/s)",
+        ),
+        (
+            "C-STORE storescu x4 (inst/s, MB/s)",
+            f"{store['storescu_x4']['instances_per_s']} ({store['storescu_x4']['MB_per_s']} MB/s)",
+        ),
+        (
+            f"C-FIND STUDY by PatientID, {find['studies_in_archive']} studies: p50 / p95 (ms)",
+            f"{find['study_by_patient_id']['p50_ms']} / {find['study_by_patient_id']['p95_ms']}",
+        ),
+        (
+            f"C-MOVE {retrieve['c_move']['instances']}-instance study (inst/s)",
+            str(retrieve["c_move"]["instances_per_s"]),
+        ),
         (f"C-GET {retrieve['c_get']['instances']}-instance study (inst/s)", str(retrieve["c_get"]["instances_per_s"])),
     ]
     return "\n".join(["| metric | webpacs bridge |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]])

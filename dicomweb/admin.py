@@ -10,8 +10,11 @@ from typing import Any, Final
 import anyio.to_thread
 from litestar import Request, Response, delete, get, post
 from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
 
+from auth.principals import Role
 from dicomweb.context import app_context
+from dicomweb.openapi import PublicOperation, problems
 from dicomweb.security import admin_only
 
 __all__ = ["ADMIN_HANDLERS"]
@@ -22,7 +25,7 @@ class TokenRequest:
     """A token to mint: a name to recognise it by, a role, an optional validity in days."""
 
     name: str
-    role: str
+    role: Role
     valid_days: int | None = None
 
 
@@ -32,7 +35,7 @@ class MintedToken:
 
     token: str
     name: str
-    role: str
+    role: Role
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class TokenInfo:
 
     id: int
     name: str
-    role: str
+    role: Role
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
@@ -59,46 +62,93 @@ class Status:
     bytes: int
 
 
-@post("/api/tokens", guards=[admin_only], tags=["admin"], operation_id="CreateToken", sync_to_thread=True)
-def create_token(request: Request[Any, Any, Any], data: TokenRequest) -> MintedToken:
+@post(
+    "/api/tokens",
+    guards=[admin_only],
+    tags=["admin"],
+    operation_id="CreateToken",
+    summary="Create an API token",
+    responses=problems(400, 401, 403),
+)
+async def create_token(request: Request[Any, Any, Any], data: TokenRequest) -> MintedToken:
     """Mint an API token (admin only)."""
-    token = app_context(request).tokens.create(data.name, data.role, valid_days=data.valid_days)
+    tokens = app_context(request).tokens
+    token = await anyio.to_thread.run_sync(lambda: tokens.create(data.name, data.role, valid_days=data.valid_days))
     return MintedToken(token=token, name=data.name, role=data.role)
 
 
-@get("/api/tokens", guards=[admin_only], tags=["admin"], operation_id="ListTokens", sync_to_thread=True)
-def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
+@get(
+    "/api/tokens",
+    guards=[admin_only],
+    tags=["admin"],
+    operation_id="ListTokens",
+    summary="List API tokens",
+    responses=problems(401, 403),
+)
+async def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
     """Every API token's public facts (admin only)."""
-    return [TokenInfo(**row) for row in app_context(request).tokens.list()]  # type: ignore[arg-type]
+    rows = await anyio.to_thread.run_sync(app_context(request).tokens.list)
+    return [TokenInfo(**row) for row in rows]  # type: ignore[arg-type]
 
 
 @delete(
-    "/api/tokens/{token_id:int}", guards=[admin_only], tags=["admin"], operation_id="RevokeToken", sync_to_thread=True
+    "/api/tokens/{token_id:int}",
+    guards=[admin_only],
+    tags=["admin"],
+    operation_id="RevokeToken",
+    summary="Revoke an API token",
+    responses=problems(400, 401, 403, 404),
 )
-def revoke_token(request: Request[Any, Any, Any], token_id: int) -> None:
+async def revoke_token(request: Request[Any, Any, Any], token_id: int) -> None:
     """Revoke a token (admin only); it stops working within seconds."""
-    if not app_context(request).tokens.revoke(token_id):
+    if not await anyio.to_thread.run_sync(app_context(request).tokens.revoke, token_id):
         raise NotFoundException(f"there is no token with id {token_id}")
 
 
-@get("/api/status", tags=["admin"], operation_id="GetStatus", sync_to_thread=True)
-def status(request: Request[Any, Any, Any]) -> Status:
+@get(
+    "/api/status",
+    tags=["admin"],
+    operation_id="GetStatus",
+    summary="Archive status",
+    responses=problems(401),
+)
+async def status(request: Request[Any, Any, Any]) -> Status:
     """Counts of what the archive holds, and the server version."""
-    counts = app_context(request).archive.index.counts()
+    counts = await anyio.to_thread.run_sync(app_context(request).archive.index.counts)
     return Status(version("webpacs"), counts.studies, counts.series, counts.instances, counts.bytes)
 
 
-@get("/healthz", tags=["health"], operation_id="Health", exclude_from_auth=True)
+@get(
+    "/healthz",
+    tags=["health"],
+    operation_id="Health",
+    summary="Readiness probe",
+    operation_class=PublicOperation,
+    response_description="Ready: the database and the blob store answer.",
+    responses={
+        503: ResponseSpec(
+            dict[str, str], description="Not ready: each failing dependency and why.", generate_examples=False
+        )
+    },
+    exclude_from_auth=True,
+)
 async def health(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """Readiness: 200 when the database and the blob store answer, 503 otherwise (public)."""
     context = app_context(request)
-    problems = await anyio.to_thread.run_sync(context.archive.readiness_problems)
-    if problems:
-        return Response({"status": "unavailable", **problems}, status_code=503)
+    failing = await anyio.to_thread.run_sync(context.archive.readiness_problems)
+    if failing:
+        return Response({"status": "unavailable", **failing}, status_code=503)
     return Response({"status": "ok"})
 
 
-@get("/openapi.json", tags=["health"], operation_id="OpenApi", exclude_from_auth=True, include_in_schema=False)
+@get(
+    "/openapi.json",
+    tags=["health"],
+    operation_id="GetOpenApi",
+    summary="This API's OpenAPI description",
+    operation_class=PublicOperation,
+    exclude_from_auth=True,
+)
 async def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The OpenAPI description of every route (public)."""
     schema: dict[str, Any] = request.app.openapi_schema.to_schema()

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from auth.tokens import TokenService
 from dicomweb.admin import ADMIN_HANDLERS
@@ -17,6 +16,7 @@ from dicomweb.context import AppContext
 from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.nodes import DICOM_NODES_ROUTER
+from dicomweb.openapi import openapi_config
 from dicomweb.qido import QIDO_HANDLERS
 from dicomweb.request_log import RequestLog
 from dicomweb.security import authentication
@@ -62,13 +62,7 @@ def create_app(settings: Settings) -> Litestar:
         middleware=[RequestLog(), authentication()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"context": context}),
-        openapi_config=OpenAPIConfig(
-            title="webpacs",
-            version=version("webpacs"),
-            description="DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) and management API of webpacs.",
-            path="/schema",
-            render_plugins=[],
-        ),
+        openapi_config=openapi_config(version("webpacs")),
         request_max_body_size=settings.max_request_bytes,
         debug=False,
         logging_config=None,  # the process configures logging once (configure_logging)

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio.to_thread
 from litestar import Request, Response, delete
+from litestar.openapi import ResponseSpec
 
 from auth.principals import Permission
 from dicomweb.context import app_context
+from dicomweb.openapi import problems
 from dicomweb.security import require
 
-__all__ = ["DELETE_HANDLERS"]
+__all__ = ["DELETE_HANDLERS", "Deleted"]
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a deletion removed."""
+
+    deleted_instances: int
+
 
 _common: Final[dict[str, Any]] = {
     "guards": [require(Permission.DELETE)],
     "tags": ["Delete"],
     "status_code": 200,
+    "responses": {
+        200: ResponseSpec(Deleted, description="How many instances were deleted.", generate_examples=False),
+        **problems(400, 401, 403, 404),
+    },
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
 from litestar import Response
@@ -12,16 +14,18 @@ from auth.errors import AuthError, InvalidToken, UnknownRole
 from storage.errors import (
     ArchiveError,
     BlobError,
+    ConflictingInstance,
     InvalidInstance,
     InvalidQuery,
     NotAcceptable,
     NotFound,
 )
+from storage.index.nodes import DuplicateNode
 
 if TYPE_CHECKING:
     from litestar import Request
 
-__all__ = ["EXCEPTION_HANDLERS", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,8 @@ PROBLEM_JSON: Final = "application/problem+json"
 # Most specific first: the first matching class decides the status.
 _STATUS_BY_ERROR: Final[tuple[tuple[type[Exception], int], ...]] = (
     (NotFound, 404),
+    (DuplicateNode, 409),
+    (ConflictingInstance, 409),
     (InvalidQuery, 400),
     (NotAcceptable, 406),
     (InvalidInstance, 409),
@@ -41,20 +47,23 @@ _STATUS_BY_ERROR: Final[tuple[tuple[type[Exception], int], ...]] = (
 )
 
 
-def problem(status: int, detail: str, *, headers: dict[str, str] | None = None) -> Response[dict[str, object]]:
-    """An RFC 9457 problem response."""
-    from http import HTTPStatus
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An error, as RFC 9457 problem details: `detail` names the bad value and says what to do."""
 
-    body: dict[str, object] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def problem(status: int, detail: str, *, headers: dict[str, str] | None = None) -> Response[Problem]:
+    """An RFC 9457 problem response."""
+    body = Problem(type="about:blank", title=HTTPStatus(status).phrase, status=status, detail=detail)
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
+def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     status = next(code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind))
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
@@ -62,7 +71,7 @@ def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[d
     return problem(status, str(exc), headers=headers)
 
 
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, object]]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     detail = exc.detail
     extra = getattr(exc, "extra", None)
     if extra:
@@ -70,7 +79,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(exc.status_code, str(detail), headers=exc.headers)
 
 
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error; the server log has the details")
 

@@ -15,6 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.engine import Engine
 
+from dicomweb.openapi import problems
 from dicomweb.security import admin_only
 from storage.index.nodes import (
     NodeFields,
@@ -64,41 +65,56 @@ class DicomNodeOut:
 
 def _out(node: DicomNode) -> DicomNodeOut:
     return DicomNodeOut(
-        ae_title=node.ae_title, host=node.host, port=node.port, description=node.description,
-        allow_store=node.allow_store, allow_find=node.allow_find, allow_move=node.allow_move,
+        ae_title=node.ae_title,
+        host=node.host,
+        port=node.port,
+        description=node.description,
+        allow_store=node.allow_store,
+        allow_find=node.allow_find,
+        allow_move=node.allow_move,
         created_at=node.created_at,
-    )  # fmt: skip
+    )
 
 
 def _fields(data: DicomNodeIn) -> NodeFields:
     return NodeFields(
-        ae_title=data.ae_title, host=data.host, port=data.port, description=data.description,
-        allow_store=data.allow_store, allow_find=data.allow_find, allow_move=data.allow_move,
-    )  # fmt: skip
+        ae_title=data.ae_title,
+        host=data.host,
+        port=data.port,
+        description=data.description,
+        allow_store=data.allow_store,
+        allow_find=data.allow_find,
+        allow_move=data.allow_move,
+    )
 
 
-@get("/", operation_id="ListDicomNodes")
+@get("/", operation_id="ListDicomNodes", summary="List DICOM nodes", responses=problems(401, 403))
 async def list_dicom_nodes(engine: NamedDependency[Engine]) -> list[DicomNodeOut]:
     """Every registered remote DICOM node, by AE title."""
     nodes = await anyio.to_thread.run_sync(list_nodes, engine)
     return [_out(node) for node in nodes]
 
 
-@post("/", operation_id="CreateDicomNode")
+@post("/", operation_id="CreateDicomNode", summary="Register a DICOM node", responses=problems(400, 401, 403))
 async def create_dicom_node(engine: NamedDependency[Engine], data: JSONBody[DicomNodeIn]) -> DicomNodeOut:
     """Register a remote DICOM node (201); 400 for a bad field or a taken AE title."""
     node = await anyio.to_thread.run_sync(create_node, engine, _fields(data))
     return _out(node)
 
 
-@get("/{ae_title:str}", operation_id="GetDicomNode")
+@get("/{ae_title:str}", operation_id="GetDicomNode", summary="Get a DICOM node", responses=problems(400, 401, 403, 404))
 async def get_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[str]) -> DicomNodeOut:
     """One registered node; 404 when no node has that AE title."""
     node = await anyio.to_thread.run_sync(get_node, engine, ae_title)
     return _out(node)
 
 
-@put("/{ae_title:str}", operation_id="UpdateDicomNode")
+@put(
+    "/{ae_title:str}",
+    operation_id="UpdateDicomNode",
+    summary="Replace a DICOM node's fields",
+    responses=problems(400, 401, 403, 404),
+)
 async def update_dicom_node(
     engine: NamedDependency[Engine], ae_title: FromPath[str], data: JSONBody[DicomNodeIn]
 ) -> DicomNodeOut:
@@ -107,7 +123,12 @@ async def update_dicom_node(
     return _out(node)
 
 
-@delete("/{ae_title:str}", operation_id="DeleteDicomNode")
+@delete(
+    "/{ae_title:str}",
+    operation_id="DeleteDicomNode",
+    summary="Remove a DICOM node",
+    responses=problems(400, 401, 403, 404),
+)
 async def delete_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[str]) -> None:
     """Remove a node (204); 404 when unknown."""
     await anyio.to_thread.run_sync(delete_node, engine, ae_title)

@@ -12,7 +12,8 @@ from litestar.params import Parameter
 
 from auth.principals import Permission
 from dicomweb.context import app_context, dicomweb_base, query_pairs
-from dicomweb.media import DICOM_JSON, negotiate_json
+from dicomweb.media import DICOM_JSON, DICOM_XML, negotiate_metadata, xml_multipart
+from dicomweb.openapi import MetadataOperation, dicom_json, problems
 from dicomweb.security import require
 from storage.index.query import Level, parse_query
 
@@ -65,7 +66,7 @@ _PARAMETERS: Final = {"matching_keys": Provide(_documented_parameters, sync_to_t
 async def _search(
     request: Request[Any, Any, Any], level: Level, study_uid: str | None = None, series_uid: str | None = None
 ) -> Response[bytes]:
-    media_type = negotiate_json(request.headers.getall("accept", []))
+    media_type = negotiate_metadata(request.headers.getall("accept", []))
     context = app_context(request)
     query = parse_query(level, query_pairs(request), study_uid=study_uid, series_uid=series_uid)
     result: SearchResult = await anyio.to_thread.run_sync(
@@ -86,6 +87,9 @@ async def _search(
             'Additional results can be requested."'
         )
     headers = {"Warning": ", ".join(warnings)} if warnings else None
+    if media_type == DICOM_XML:
+        body, content_type = await anyio.to_thread.run_sync(xml_multipart, result.rows)
+        return Response(content=body, media_type=content_type, headers=headers)
     return Response(content=msgspec.json.encode(result.rows), media_type=media_type, headers=headers)
 
 
@@ -109,6 +113,14 @@ _common: Final[dict[str, Any]] = {
     "dependencies": _PARAMETERS,
     "media_type": DICOM_JSON,
     "tags": ["QIDO-RS"],
+    "operation_class": MetadataOperation,
+    "responses": {
+        200: dicom_json(
+            "The matches, one DICOM JSON object each. A Warning header (299) says when matching keys "
+            "were ignored or results were cut at the server's maximum."
+        ),
+        **problems(400, 401, 403, 406),
+    },
 }
 
 

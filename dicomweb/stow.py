@@ -19,6 +19,7 @@ from litestar.exceptions import ClientException, HTTPException
 from auth.principals import Permission
 from dicomweb.context import app_context, dicomweb_base
 from dicomweb.media import DICOM_JSON
+from dicomweb.openapi import StoreOperation, dicom_json, problems
 from dicomweb.security import require
 from storage.dicom.failure_reasons import CANNOT_UNDERSTAND, ERROR_PROCESSING
 from storage.dicom.media_types import parse_content_type
@@ -218,6 +219,19 @@ _common: Final[dict[str, Any]] = {
     "request_max_body_size": None,  # enforced while streaming, against the configured limit
     "media_type": DICOM_JSON,
     "status_code": 200,
+    "operation_class": StoreOperation,
+    # The Store Instances response (PS3.18 §10.5.3): one DICOM JSON object whatever the outcome.
+    "responses": {
+        200: dicom_json("Every instance was stored: ReferencedSOPSequence (00081199) lists them.", array=False),
+        202: dicom_json(
+            "Some instances were stored, others not: FailedSOPSequence (00081198) gives each failure's reason.",
+            array=False,
+        ),
+        409: dicom_json(
+            "No instance was stored: FailedSOPSequence (00081198) gives each failure's reason.", array=False
+        ),
+        **problems(400, 401, 403, 413, 415),
+    },
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -16,7 +17,8 @@ from pydicom.pixels.decoders.base import get_decoder
 
 from auth.principals import Permission
 from dicomweb.context import app_context, dicomweb_base
-from dicomweb.media import negotiate_json
+from dicomweb.media import DICOM_XML, negotiate_metadata, xml_multipart
+from dicomweb.openapi import MetadataOperation, binary, dicom_json, multipart, problems
 from dicomweb.security import require
 from storage.dicom.media_types import (
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -212,12 +214,17 @@ def _parse_frame_numbers(frames: str, count: int) -> list[int]:
 async def _metadata(
     request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None
 ) -> Response[bytes]:
-    media_type = negotiate_json(request.headers.getall("accept", []))
+    media_type = negotiate_metadata(request.headers.getall("accept", []))
     archive = app_context(request).archive
     items = await anyio.to_thread.run_sync(lambda: archive.index.metadata(study, series, instance))
+    placeholder, base = BULK_BASE.encode(), dicomweb_base(request).encode()
+    if media_type == DICOM_XML:
+        # Only the XML answer parses the stored JSON; the JSON answer sends it as stored.
+        objects = (json.loads(item.replace(placeholder, base)) for item in items)
+        body, content_type = await anyio.to_thread.run_sync(xml_multipart, objects)
+        return Response(content=body, media_type=content_type)
     body = b"[" + b",".join(items) + b"]"
-    body = body.replace(BULK_BASE.encode(), dicomweb_base(request).encode())
-    return Response(content=body, media_type=media_type)
+    return Response(content=body.replace(placeholder, base), media_type=media_type)
 
 
 async def _pixel_parts(
@@ -240,24 +247,54 @@ async def _pixel_parts(
 
 _read = require(Permission.READ)
 _common: Final[dict[str, Any]] = {"guards": [_read], "tags": ["WADO-RS"]}
+# PS3.18 §8.7.3.5: the Accept header picks the transfer syntax; transfer-syntax=* asks for the stored one.
+_INSTANCES_ANSWERS: Final = {
+    200: multipart(
+        "application/dicom",
+        "One Part-10 instance per part, each with Content-Location; as stored or in the transfer syntax "
+        "the Accept header asks for.",
+    ),
+    **problems(400, 401, 403, 404, 406, 503),
+}
+_METADATA_DOCS: Final[dict[str, Any]] = {
+    "operation_class": MetadataOperation,
+    "responses": {
+        200: dicom_json("One DICOM JSON object per instance, binary values as BulkDataURIs."),
+        **problems(400, 401, 403, 404, 406),
+    },
+}
 _STUDY = "/dicomweb/studies/{study:str}"
 _SERIES = _STUDY + "/series/{series:str}"
 _INSTANCE = _SERIES + "/instances/{instance:str}"
 
 
-@get(_STUDY, operation_id="RetrieveStudy", summary="Retrieve a study's instances", **_common)
+@get(
+    _STUDY,
+    operation_id="RetrieveStudy",
+    summary="Retrieve a study's instances",
+    responses=_INSTANCES_ANSWERS,
+    **_common,
+)
 async def retrieve_study(request: Request[Any, Any, Any], study: str) -> Stream:
     """Every instance of the study, as multipart/related application/dicom."""
     return await _retrieve(request, study)
 
 
-@get(_SERIES, operation_id="RetrieveSeries", summary="Retrieve a series' instances", **_common)
+@get(
+    _SERIES,
+    operation_id="RetrieveSeries",
+    summary="Retrieve a series' instances",
+    responses=_INSTANCES_ANSWERS,
+    **_common,
+)
 async def retrieve_series(request: Request[Any, Any, Any], study: str, series: str) -> Stream:
     """Every instance of the series."""
     return await _retrieve(request, study, series)
 
 
-@get(_INSTANCE, operation_id="RetrieveInstance", summary="Retrieve an instance", **_common)
+@get(
+    _INSTANCE, operation_id="RetrieveInstance", summary="Retrieve an instance", responses=_INSTANCES_ANSWERS, **_common
+)
 async def retrieve_instance(request: Request[Any, Any, Any], study: str, series: str, instance: str) -> Stream:
     """One instance."""
     return await _retrieve(request, study, series, instance)
@@ -268,6 +305,7 @@ async def retrieve_instance(request: Request[Any, Any, Any], study: str, series:
     operation_id="RetrieveStudyMetadata",
     summary="A study's metadata",
     media_type="application/dicom+json",
+    **_METADATA_DOCS,
     **_common,
 )
 async def retrieve_study_metadata(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
@@ -280,6 +318,7 @@ async def retrieve_study_metadata(request: Request[Any, Any, Any], study: str) -
     operation_id="RetrieveSeriesMetadata",
     summary="A series' metadata",
     media_type="application/dicom+json",
+    **_METADATA_DOCS,
     **_common,
 )
 async def retrieve_series_metadata(request: Request[Any, Any, Any], study: str, series: str) -> Response[bytes]:
@@ -292,6 +331,7 @@ async def retrieve_series_metadata(request: Request[Any, Any, Any], study: str, 
     operation_id="RetrieveInstanceMetadata",
     summary="An instance's metadata",
     media_type="application/dicom+json",
+    **_METADATA_DOCS,
     **_common,
 )
 async def retrieve_instance_metadata(
@@ -301,7 +341,20 @@ async def retrieve_instance_metadata(
     return await _metadata(request, study, series, instance)
 
 
-@get(_INSTANCE + "/frames/{frames:str}", operation_id="RetrieveFrames", summary="Retrieve frames", **_common)
+@get(
+    _INSTANCE + "/frames/{frames:str}",
+    operation_id="RetrieveFrames",
+    summary="Retrieve frames",
+    responses={
+        200: multipart(
+            _OCTETS,
+            "One frame per part, in the order asked: native pixels (application/octet-stream), or the stored "
+            "compressed bitstream (e.g. image/jls, image/jp2) when Accept allows it.",
+        ),
+        **problems(400, 401, 403, 404, 406, 503),
+    },
+    **_common,
+)
 async def retrieve_frames(
     request: Request[Any, Any, Any], study: str, series: str, instance: str, frames: str
 ) -> Stream:
@@ -309,7 +362,17 @@ async def retrieve_frames(
     return await _pixel_parts(request, study, series, instance, frames, "frame")
 
 
-@get(_INSTANCE + "/bulk/{tag:str}", operation_id="RetrieveBulkData", summary="Retrieve bulk data", **_common)
+@get(
+    _INSTANCE + "/bulk/{tag:str}",
+    operation_id="RetrieveBulkData",
+    summary="Retrieve bulk data",
+    responses={
+        200: multipart(_OCTETS, "The value in one part (pixel data: one part per frame)."),
+        206: binary(_OCTETS, "The byte range asked for with a Range header (RFC 9110 §14), unwrapped."),
+        **problems(400, 401, 403, 404, 406, 416, 503),
+    },
+    **_common,
+)
 async def retrieve_bulk_data(
     request: Request[Any, Any, Any], study: str, series: str, instance: str, tag: str
 ) -> Stream | Response[bytes]:

@@ -10,6 +10,7 @@ from litestar.response import Stream
 
 from auth.principals import Permission
 from dicomweb.context import app_context
+from dicomweb.openapi import binary, problems
 from dicomweb.security import require
 from dicomweb.wado import can_transcode, instance_body, stored_instances
 from storage.dicom.media_types import APPLICATION_DICOM, AcceptableMediaType, negotiate
@@ -26,6 +27,10 @@ _DICOM_CONTENT_TYPES: Final = frozenset({APPLICATION_DICOM, "application/*", "*/
     tags=["WADO-URI"],
     operation_id="WadoUri",
     summary="Retrieve an instance by WADO-URI",
+    responses={
+        200: binary(APPLICATION_DICOM, "The Part-10 instance."),
+        **problems(400, 401, 403, 404, 406, 503),
+    },
 )
 async def wado_uri(
     request: Request[Any, Any, Any],

@@ -62,7 +62,11 @@ class ActivityLog:
         done = ", ".join(f"{n} {what}" for what, n in sorted(activity.counts.items())) or "nothing"
         _LOG.info(
             "association calling=%s peer=%s:%s called=%s %s after %.2f s: %s",
-            (remote.get("ae_title") or "?").strip(), remote.get("address"), remote.get("port"),
-            assoc.acceptor.ae_title.strip(), activity.outcome,
-            time.monotonic() - activity.started, done,
-        )  # fmt: skip
+            (remote.get("ae_title") or "?").strip(),
+            remote.get("address"),
+            remote.get("port"),
+            assoc.acceptor.ae_title.strip(),
+            activity.outcome,
+            time.monotonic() - activity.started,
+            done,
+        )

@@ -57,39 +57,61 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     server = parser.add_argument_group("archive")
-    server.add_argument("--server", dest="server_url", metavar="URL",
-                        help="webpacs server base URL, e.g. http://127.0.0.1:8080 (required)")
+    server.add_argument(
+        "--server",
+        dest="server_url",
+        metavar="URL",
+        help="webpacs server base URL, e.g. http://127.0.0.1:8080 (required)",
+    )
     server.add_argument("--token", metavar="TOKEN", help="bearer token for the server (required)")
-    server.add_argument("--http-timeout", type=float, metavar="S",
-                        help="seconds for one HTTP request to the server (default 120)")
+    server.add_argument(
+        "--http-timeout", type=float, metavar="S", help="seconds for one HTTP request to the server (default 120)"
+    )
     network = parser.add_argument_group("DICOM network")
     network.add_argument("--ae-title", metavar="AET", help="this AE's title (default WEBPACS)")
     network.add_argument("--port", type=int, help="TCP port to listen on (default 11112)")
-    network.add_argument("--bind", dest="bind_host", metavar="HOST",
-                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    network.add_argument("--accept-unregistered", action="store_true", default=None,
-                         help="accept associations from AEs not in the registry")
-    network.add_argument("--max-associations", type=int, metavar="N",
-                         help="associations served at once; more are rejected (default 16)")
-    network.add_argument("--acse-timeout", type=float, metavar="S",
-                         help="seconds to wait for association messages (default 30)")
-    network.add_argument("--dimse-timeout", type=float, metavar="S",
-                         help="seconds to wait for a DIMSE message (default 60)")
-    network.add_argument("--network-timeout", type=float, metavar="S",
-                         help="seconds of silence before a connection is dropped (default 120)")
+    network.add_argument(
+        "--bind", dest="bind_host", metavar="HOST", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    network.add_argument(
+        "--accept-unregistered",
+        action="store_true",
+        default=None,
+        help="accept associations from AEs not in the registry",
+    )
+    network.add_argument(
+        "--max-associations", type=int, metavar="N", help="associations served at once; more are rejected (default 16)"
+    )
+    network.add_argument(
+        "--acse-timeout", type=float, metavar="S", help="seconds to wait for association messages (default 30)"
+    )
+    network.add_argument(
+        "--dimse-timeout", type=float, metavar="S", help="seconds to wait for a DIMSE message (default 60)"
+    )
+    network.add_argument(
+        "--network-timeout",
+        type=float,
+        metavar="S",
+        help="seconds of silence before a connection is dropped (default 120)",
+    )
     tuning = parser.add_argument_group("tuning")
-    tuning.add_argument("--registry-ttl", type=float, metavar="S",
-                        help="seconds the AE registry read from the server is reused (default 5)")
-    tuning.add_argument("--stow-batch-instances", type=int, metavar="N",
-                        help="most instances in one STOW-RS request (default 32)")
-    tuning.add_argument("--stow-batch-bytes", type=int, metavar="BYTES",
-                        help="most bytes in one STOW-RS request (default 268435456)")
-    tuning.add_argument("--stow-concurrency", type=int, metavar="N",
-                        help="STOW-RS requests in flight at once (default 4)")
-    tuning.add_argument("--qido-page-size", type=int, metavar="N",
-                        help="QIDO-RS page size (limit) (default 1000)")
-    tuning.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="log level (default INFO)")  # fmt: skip
+    tuning.add_argument(
+        "--registry-ttl",
+        type=float,
+        metavar="S",
+        help="seconds the AE registry read from the server is reused (default 5)",
+    )
+    tuning.add_argument(
+        "--stow-batch-instances", type=int, metavar="N", help="most instances in one STOW-RS request (default 32)"
+    )
+    tuning.add_argument(
+        "--stow-batch-bytes", type=int, metavar="BYTES", help="most bytes in one STOW-RS request (default 268435456)"
+    )
+    tuning.add_argument(
+        "--stow-concurrency", type=int, metavar="N", help="STOW-RS requests in flight at once (default 4)"
+    )
+    tuning.add_argument("--qido-page-size", type=int, metavar="N", help="QIDO-RS page size (limit) (default 1000)")
+    tuning.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
     return parser
 
 
@@ -111,9 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"webpacs-bridge: {exc}\n")
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -125,9 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bridge.start()
     except OSError as exc:
-        sys.stderr.write(
-            f"webpacs-bridge: cannot listen on {settings.bind_host}:{settings.port}: {exc}\n"
-        )
+        sys.stderr.write(f"webpacs-bridge: cannot listen on {settings.bind_host}:{settings.port}: {exc}\n")
         return 1
     try:
         stop.wait()

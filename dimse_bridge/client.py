@@ -127,9 +127,14 @@ class DicomWebClient:
         self._http.close()
 
     def _request(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None, content: Iterator[bytes] | None = None,
-    ) -> httpx.Response:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: Iterator[bytes] | None = None,
+    ) -> httpx.Response:
         try:
             response = self._http.request(method, path, params=params, headers=headers, content=content)
         except httpx.TransportError as exc:
@@ -140,9 +145,11 @@ class DicomWebClient:
     def _raise_for_status(response: httpx.Response, allowed: tuple[int, ...] = ()) -> None:
         if response.status_code >= 400 and response.status_code not in allowed:
             raise DicomWebError(
-                response.request.method, str(response.request.url), response.status_code,
+                response.request.method,
+                str(response.request.url),
+                response.status_code,
                 response.text[:500],
-            )  # fmt: skip
+            )
 
     def store_instances(self, files: Sequence[Path]) -> StowResult:
         """STOW-RS the Part-10 files in one `multipart/related` request, streamed from disk.
@@ -185,9 +192,7 @@ class DicomWebClient:
         offset = 0
         while True:
             page_params = {**params, "limit": str(self._page_size), "offset": str(offset)}
-            response = self._request(
-                "GET", "/dicomweb" + path, params=page_params, headers={"Accept": _DICOM_JSON}
-            )
+            response = self._request("GET", "/dicomweb" + path, params=page_params, headers={"Accept": _DICOM_JSON})
             self._raise_for_status(response)
             items: list[dict[str, Any]] = response.json() if response.content else []
             yield from items

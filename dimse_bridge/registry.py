@@ -29,9 +29,13 @@ class NodeRegistry:
     """
 
     def __init__(
-        self, client: DicomWebClient, *, ttl: float, accept_unregistered: bool,
+        self,
+        client: DicomWebClient,
+        *,
+        ttl: float,
+        accept_unregistered: bool,
         clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Nothing is fetched until first use."""
         self._client = client
         self._ttl = ttl

@@ -6,8 +6,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
-from pydicom.uid import UID
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom generates these names at import
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -24,14 +23,22 @@ from dimse_bridge.handlers.find import handle_find
 from dimse_bridge.handlers.retrieve import handle_get, handle_move
 from dimse_bridge.handlers.store import StowBatcher, handle_store
 from dimse_bridge.registry import NodeRegistry
+from storage.dicom.media_types import TRANSFER_SYNTAXES
 
 if TYPE_CHECKING:
+    from pydicom.uid import UID
     from pynetdicom.events import Event
     from pynetdicom.transport import ThreadedAssociationServer
 
     from dimse_bridge.settings import BridgeSettings
 
-__all__ = ["ARCHIVE_TRANSFER_SYNTAXES", "QUERY_RETRIEVE_SOP_CLASSES", "Bridge", "set_tcp_nodelay"]
+__all__ = [
+    "ARCHIVE_TRANSFER_SYNTAXES",
+    "QUERY_RETRIEVE_SOP_CLASSES",
+    "Bridge",
+    "screen_association_request",
+    "set_tcp_nodelay",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -43,12 +50,9 @@ QUERY_RETRIEVE_SOP_CLASSES: Final = (
     StudyRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelGet,
 )
-# What a received instance may be encoded in: every syntax pydicom knows (the archive stores bytes
-# as received and needs only to parse the header), except the JPIP ones, whose pixel data lives on
-# another server that the archive cannot serve it from (PS3.5 §A.6).
-ARCHIVE_TRANSFER_SYNTAXES: Final = frozenset(
-    syntax for syntax in ALL_TRANSFER_SYNTAXES if "JPIP" not in UID(syntax).name
-)
+# What a received instance may be encoded in: the syntaxes the archive stores (THE table of
+# storage.dicom.media_types); a proposed syntax outside it would only fail at STOW-RS.
+ARCHIVE_TRANSFER_SYNTAXES: Final = frozenset(TRANSFER_SYNTAXES)
 # Bigger PDUs mean fewer fragments to reassemble per instance; PS3.8 §9.3.1 lets the receiver
 # choose any maximum length it can handle.
 _MAX_PDU: Final = 256 * 1024
@@ -103,16 +107,16 @@ class Bridge:
             ae.add_supported_context(sop_class)
         # Storage contexts are not listed: with _config.UNRESTRICTED_STORAGE_SERVICE pynetdicom
         # accepts every storage SOP Class (private and newer ones included) in the first syntax
-        # proposed (after `_on_requested` has dropped those the archive cannot take), and accepts
-        # the role a C-GET requestor asks for (PS3.7 §D.3.3.4). Listing 170 classes x 45 syntaxes
-        # instead costs a deep copy of them per association, about 0.2 s.
+        # proposed (after `screen_association_request` dropped those the archive cannot take),
+        # and the role a C-GET requestor asks for (PS3.7 §D.3.3.4). Listing 170 classes x 45
+        # syntaxes instead costs a deep copy of them per association, about 0.2 s.
         return ae
 
     def _handlers(self) -> list[Any]:
         client, registry, activities = self.client, self.registry, self.activities
         return [
             (evt.EVT_CONN_OPEN, set_tcp_nodelay),
-            (evt.EVT_REQUESTED, _on_requested, [registry, activities]),
+            (evt.EVT_REQUESTED, screen_association_request, [registry, activities]),
             (evt.EVT_C_ECHO, _handle_echo, [activities]),
             (evt.EVT_C_STORE, handle_store, [self.batcher, registry, activities]),
             (evt.EVT_C_FIND, handle_find, [client, registry, activities, self.settings.ae_title]),
@@ -132,10 +136,12 @@ class Bridge:
         )
         _LOG.info(
             "DIMSE bridge AE %s listening on %s:%d, archive %s, %s callers",
-            self.settings.ae_title, self.settings.bind_host, self.settings.port,
+            self.settings.ae_title,
+            self.settings.bind_host,
+            self.settings.port,
             self.settings.server_url,
             "any" if self.settings.accept_unregistered else "registered",
-        )  # fmt: skip
+        )
 
     def stop(self) -> None:
         """Stop listening, end the associations, flush pending STOW-RS requests."""
@@ -165,7 +171,7 @@ def _configure_pynetdicom(settings: BridgeSettings) -> None:
     logging.getLogger("httpx").setLevel(quiet)
 
 
-def _on_requested(event: Event, registry: NodeRegistry, activities: ActivityLog) -> None:
+def screen_association_request(event: Event, registry: NodeRegistry, activities: ActivityLog) -> None:
     """EVT_REQUESTED, before negotiation: turn away unknown callers, drop syntaxes nobody can store."""
     request = event.assoc.requestor.primitive
     if request is None:

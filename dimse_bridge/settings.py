@@ -41,8 +41,7 @@ def validate_ae_title(value: str, name: str) -> str:
     stripped = value.strip()
     if not stripped or not _AE_TITLE.match(stripped):
         raise SettingsError(
-            f"{name}={value!r} is not a valid AE title: use 1 to 16 printable ASCII characters, "
-            "no backslash"
+            f"{name}={value!r} is not a valid AE title: use 1 to 16 printable ASCII characters, no backslash"
         )
     return stripped
 
@@ -99,19 +98,21 @@ class BridgeSettings:
         parts = urlsplit(self.server_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SettingsError(
-                f"server URL {self.server_url!r} is not an http(s) URL: "
-                "give e.g. --server http://127.0.0.1:8080"
+                f"server URL {self.server_url!r} is not an http(s) URL: give e.g. --server http://127.0.0.1:8080"
             )
         if not self.token:
-            raise SettingsError(
-                f"no token: set {ENV_PREFIX}TOKEN or pass --token (an admin or service token)"
-            )
+            raise SettingsError(f"no token: set {ENV_PREFIX}TOKEN or pass --token (an admin or service token)")
         object.__setattr__(self, "server_url", self.server_url.rstrip("/"))
         object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, "ae_title"))
         if not 0 < self.port < 65536:
             raise SettingsError(f"port={self.port} is out of range: use 1 to 65535")
-        for name in ("max_associations", "stow_batch_instances", "stow_batch_bytes",
-                     "stow_concurrency", "qido_page_size"):  # fmt: skip
+        for name in (
+            "max_associations",
+            "stow_batch_instances",
+            "stow_batch_bytes",
+            "stow_concurrency",
+            "qido_page_size",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("acse_timeout", "dimse_timeout", "network_timeout", "http_timeout"):
@@ -120,15 +121,11 @@ class BridgeSettings:
         if self.registry_ttl < 0:
             raise SettingsError(f"registry_ttl={self.registry_ttl} must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError(
-                f"log_level={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR"
-            )
+            raise SettingsError(f"log_level={self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
         object.__setattr__(self, "log_level", self.log_level.upper())
 
     @classmethod
-    def from_sources(
-        cls, overrides: Mapping[str, object], environ: Mapping[str, str] | None = None
-    ) -> BridgeSettings:
+    def from_sources(cls, overrides: Mapping[str, object], environ: Mapping[str, str] | None = None) -> BridgeSettings:
         """Build settings: CLI overrides win over `WEBPACS_BRIDGE_<FIELD>` variables over defaults.
 
         Args:
@@ -149,9 +146,7 @@ class BridgeSettings:
             if raw is not None:
                 values[name] = _convert(name, raw, default)
         if "server_url" not in values:
-            raise SettingsError(
-                f"no server URL: set {ENV_PREFIX}SERVER_URL or pass --server"
-            )
+            raise SettingsError(f"no server URL: set {ENV_PREFIX}SERVER_URL or pass --server")
         return cls(**values)  # type: ignore[arg-type]  # checked field by field in __post_init__
 
 

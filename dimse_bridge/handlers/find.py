@@ -93,16 +93,30 @@ LEVELS_BY_SOP_CLASS: Final[Mapping[str, tuple[str, ...]]] = {
 # patient resource, so a PATIENT-level query is a study query on the patient keys.
 QIDO_MATCHING_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "PATIENT": frozenset({"PatientName", "PatientID"}),
-    "STUDY": frozenset({
-        "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
-        "PatientName", "PatientID", "StudyInstanceUID", "StudyID",
-    }),
-    "SERIES": frozenset({
-        "Modality", "SeriesInstanceUID", "SeriesNumber", "PerformedProcedureStepStartDate",
-        "PerformedProcedureStepStartTime",
-    }),
+    "STUDY": frozenset(
+        {
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "ModalitiesInStudy",
+            "ReferringPhysicianName",
+            "PatientName",
+            "PatientID",
+            "StudyInstanceUID",
+            "StudyID",
+        }
+    ),
+    "SERIES": frozenset(
+        {
+            "Modality",
+            "SeriesInstanceUID",
+            "SeriesNumber",
+            "PerformedProcedureStepStartDate",
+            "PerformedProcedureStepStartTime",
+        }
+    ),
     "IMAGE": frozenset({"SOPClassUID", "SOPInstanceUID", "InstanceNumber"}),
-}  # fmt: skip
+}
 
 # PS3.4 §C.4.1.2.2 hierarchical search: the unique keys of the levels above the query level
 # name the parent; they select the QIDO-RS resource and are echoed in every response.
@@ -182,9 +196,7 @@ def _level(identifier: Dataset, sop_class_uid: str) -> str:
         raise InvalidIdentifier(f"SOP Class {sop_class_uid} is not a Patient or Study Root model")
     level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
     if level not in levels:
-        raise InvalidIdentifier(
-            f"QueryRetrieveLevel {level!r} is not one of {', '.join(levels)} for this model"
-        )
+        raise InvalidIdentifier(f"QueryRetrieveLevel {level!r} is not one of {', '.join(levels)} for this model")
     return level
 
 
@@ -311,9 +323,12 @@ def _restrict(requested: DataElement, found: DataElement) -> DataElement:
 
 
 def build_response(
-    identifier: Dataset, query: QidoQuery, result: Dataset, computed: Mapping[int, Any],
+    identifier: Dataset,
+    query: QidoQuery,
+    result: Dataset,
+    computed: Mapping[int, Any],
     retrieve_ae_title: str,
-) -> Dataset:  # fmt: skip
+) -> Dataset:
     """One Pending identifier: exactly the requested keys (PS3.4 §C.4.1.1.3.2), UTF-8 encoded."""
     response = Dataset()
     response.SpecificCharacterSet = _RESPONSE_CHARACTER_SET
@@ -386,9 +401,12 @@ def status_for_error(error: BridgeError) -> int:
 
 
 def handle_find(
-    event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog,
+    event: Event,
+    client: DicomWebClient,
+    registry: NodeRegistry,
+    activities: ActivityLog,
     ae_title: str,
-) -> Iterator[tuple[int, Dataset | None]]:  # fmt: skip
+) -> Iterator[tuple[int, Dataset | None]]:
     """EVT_C_FIND: one Pending response per match, C-CANCEL checked before each."""
     activity = activities.of(event.assoc)
     if not registry.permits(event.assoc.requestor.ae_title, "find"):

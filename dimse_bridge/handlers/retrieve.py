@@ -90,9 +90,14 @@ _INCLUDE: Final = "StudyInstanceUID,SeriesInstanceUID,SOPClassUID,SOPInstanceUID
 _AVAILABLE_TRANSFER_SYNTAX: Final = "00083002"
 _UNCOMPRESSED: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _USUAL_COMPRESSED: Final = (
-    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEG2000,
     RLELossless,
-)  # fmt: skip
+)
 # PS3.8 §9.3.2.2: a presentation context ID is an odd number 1-255, so at most 128 contexts.
 _MAX_CONTEXTS: Final = 128
 # Instance UIDs per QIDO-RS request at IMAGE level, to keep URLs short.
@@ -140,9 +145,11 @@ def list_instances(
     if levels is None or level not in levels:
         raise InvalidIdentifier(f"QueryRetrieveLevel {level!r} is not a level of {sop_class_uid}")
     unique_key = {
-        "PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+        "PATIENT": "PatientID",
+        "STUDY": "StudyInstanceUID",
+        "SERIES": "SeriesInstanceUID",
         "IMAGE": "SOPInstanceUID",
-    }[level]  # fmt: skip
+    }[level]
     keys = _uids(identifier, unique_key)
     if not keys:
         raise InvalidIdentifier(f"a {level}-level retrieval needs {unique_key} (PS3.4 §C.4.2.2.1)")
@@ -257,9 +264,12 @@ def send_as_stored(assoc: Association) -> None:
     original = assoc.send_c_store
 
     def send_c_store(
-        dataset: str | Path | Dataset, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
+        dataset: str | Path | Dataset,
+        msg_id: int = 1,
+        priority: int = 2,
+        originator_aet: str | None = None,
         originator_id: int | None = None,
-    ) -> Dataset:  # fmt: skip
+    ) -> Dataset:
         source = dataset.spooled_path if isinstance(dataset, _StoredFile) else dataset
         return original(
             source, msg_id=msg_id, priority=priority, originator_aet=originator_aet, originator_id=originator_id
@@ -312,9 +322,13 @@ def _wado_paths(level: str, refs: list[InstanceRef]) -> list[str]:
 
 
 def _sub_operations(
-    event: Event, client: DicomWebClient, level: str, refs: list[InstanceRef],
-    usable: Callable[[], Mapping[str, set[str]]], activity_count: Callable[[str], None],
-) -> Iterator[tuple[int, Dataset | None]]:  # fmt: skip
+    event: Event,
+    client: DicomWebClient,
+    level: str,
+    refs: list[InstanceRef],
+    usable: Callable[[], Mapping[str, set[str]]],
+    activity_count: Callable[[str], None],
+) -> Iterator[tuple[int, Dataset | None]]:
     pending = {ref.sop_instance: ref for ref in refs}
     with tempfile.TemporaryDirectory(prefix="webpacs-bridge-") as spool:
         for wado_path in _wado_paths(level, refs):
@@ -333,8 +347,15 @@ def _sub_operations(
                                 return
                             try:
                                 dataset = _prepare(part, usable())
-                            except (BridgeError, InvalidDicomError, ValueError, NotImplementedError,
-                                    RuntimeError, AttributeError, KeyError) as exc:  # fmt: skip
+                            except (
+                                BridgeError,
+                                InvalidDicomError,
+                                ValueError,
+                                NotImplementedError,
+                                RuntimeError,
+                                AttributeError,
+                                KeyError,
+                            ) as exc:
                                 # pydicom and its pixel plugins raise these when a frame cannot
                                 # be decoded; the instance fails, the retrieval goes on.
                                 _LOG.warning("cannot convert %s for the receiver: %r", uid, exc)
@@ -376,9 +397,11 @@ def _listing(
         return RetrieveStatus.REFUSED_NOT_AUTHORIZED
     try:
         return list_instances(
-            client, event.identifier, str(event.request.AffectedSOPClassUID),
+            client,
+            event.identifier,
+            str(event.request.AffectedSOPClassUID),
             with_transfer_syntax=with_transfer_syntax,
-        )  # fmt: skip
+        )
     except BridgeError as exc:
         _LOG.warning("retrieval listing failed: %s", exc)
         return status_for_error(exc)
@@ -388,9 +411,7 @@ def _listing(
         return RetrieveStatus.ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
 
 
-def handle_move(
-    event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog
-) -> Iterator[Any]:
+def handle_move(event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog) -> Iterator[Any]:
     """EVT_C_MOVE: destination from the AE registry, then the sub-operations on a new association.
 
     pynetdicom's protocol: yield (host, port[, associate kwargs]) or (None, None) for an unknown
@@ -426,14 +447,16 @@ def handle_move(
     yield len(refs)
     activity.count("C-MOVE sub-operations", len(refs))
     yield from _sub_operations(
-        event, client, level, refs, lambda: accepted_syntaxes(accepted[0] if accepted else []),
+        event,
+        client,
+        level,
+        refs,
+        lambda: accepted_syntaxes(accepted[0] if accepted else []),
         activity.count,
-    )  # fmt: skip
+    )
 
 
-def handle_get(
-    event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog
-) -> Iterator[Any]:
+def handle_get(event: Event, client: DicomWebClient, registry: NodeRegistry, activities: ActivityLog) -> Iterator[Any]:
     """EVT_C_GET: the sub-operations go back on the same association.
 
     They use the contexts where the requestor took the Storage SCP role (PS3.4 §C.4.3,
@@ -452,6 +475,10 @@ def handle_get(
     activity.count("C-GET")
     activity.count("C-GET sub-operations", len(refs))
     yield from _sub_operations(
-        event, client, level, refs, lambda: accepted_syntaxes(event.assoc.accepted_contexts),
+        event,
+        client,
+        level,
+        refs,
+        lambda: accepted_syntaxes(event.assoc.accepted_contexts),
         activity.count,
-    )  # fmt: skip
+    )

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Final
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
 
 if TYPE_CHECKING:
-
     from pynetdicom.events import Event
 
     from dimse_bridge.activity import ActivityLog
@@ -59,10 +58,14 @@ class StoreStatus(IntEnum):
 # code the table knows is passed on as it is; Annex B.2.3 also reserves whole ranges (A7xx out of
 # resources, A9xx data set does not match, Cxxx cannot understand), kept as the server gave them.
 _FAILURE_RANGES: Final = ((0xA700, 0xA7FF), (0xA900, 0xA9FF), (0xC000, 0xCFFF))
-_GENERAL_FAILURES: Final = frozenset({
-    StoreStatus.PROCESSING_FAILURE, StoreStatus.DUPLICATE_SOP_INSTANCE,
-    StoreStatus.REFUSED_SOP_CLASS_NOT_SUPPORTED, StoreStatus.REFUSED_NOT_AUTHORIZED,
-})  # fmt: skip
+_GENERAL_FAILURES: Final = frozenset(
+    {
+        StoreStatus.PROCESSING_FAILURE,
+        StoreStatus.DUPLICATE_SOP_INSTANCE,
+        StoreStatus.REFUSED_SOP_CLASS_NOT_SUPPORTED,
+        StoreStatus.REFUSED_NOT_AUTHORIZED,
+    }
+)
 
 
 def status_for_instance(result: StowResult, sop_instance_uid: str) -> int:
@@ -129,9 +132,14 @@ class StowBatcher:
     """
 
     def __init__(
-        self, client: DicomWebClient, *, max_instances: int, max_bytes: int, concurrency: int,
+        self,
+        client: DicomWebClient,
+        *,
+        max_instances: int,
+        max_bytes: int,
+        concurrency: int,
         wait_timeout: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Prepare the queue; `start()` launches the sender threads."""
         self._client = client
         self._max_instances = max_instances
@@ -139,8 +147,7 @@ class StowBatcher:
         self._wait_timeout = wait_timeout
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._threads = [
-            threading.Thread(target=self._run, name=f"stow-sender-{n}", daemon=True)
-            for n in range(concurrency)
+            threading.Thread(target=self._run, name=f"stow-sender-{n}", daemon=True) for n in range(concurrency)
         ]
 
     def start(self) -> None:
@@ -214,9 +221,7 @@ class StowBatcher:
                 pending.done.set()
 
 
-def handle_store(
-    event: Event, batcher: StowBatcher, registry: NodeRegistry, activities: ActivityLog
-) -> int:
+def handle_store(event: Event, batcher: StowBatcher, registry: NodeRegistry, activities: ActivityLog) -> int:
     """EVT_C_STORE: check the calling AE may store, then STOW-RS the spooled data set."""
     activity = activities.of(event.assoc)
     if not registry.permits(event.assoc.requestor.ae_title, "store"):

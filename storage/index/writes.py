@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import ColumnElement, Select, Table
     from sqlalchemy.engine import Connection, NestedTransaction
+    from sqlalchemy.sql.dml import ReturningDelete
 
 
 __all__ = ["AddOutcome", "NewInstance", "add_instance", "add_instances", "delete_instances"]
@@ -179,9 +180,7 @@ class _Inserts:
 
 def _inserts(insert_on_conflict: Callable[[Table], Any]) -> _Inserts:
     def new_row(table: Table, uid: str) -> Insert:
-        statement: Insert = (
-            insert_on_conflict(table).on_conflict_do_nothing(index_elements=[uid]).returning(table.c.id)
-        )
+        statement: Insert = insert_on_conflict(table).on_conflict_do_nothing(index_elements=[uid]).returning(table.c.id)
         return statement
 
     return _Inserts(
@@ -217,7 +216,7 @@ _INSTANCE_COLUMNS: Final = (
 )
 
 
-def _store_in_one_statement() -> Select[Any]:
+def _store_in_one_statement() -> Select[*tuple[Any, ...]]:
     """PostgreSQL: look up, store, count and record an instance in one round trip.
 
     The `_LOOKUP` row comes back in any case, with `stored_id` set when the instance was stored:
@@ -247,7 +246,9 @@ def _store_in_one_statement() -> Select[Any]:
             list(_INSTANCE_COLUMNS),
             select(
                 *(
-                    found.c.series_id if name == "series_id" else bindparam(f"new_{name}", type_=instance_table.c[name].type)
+                    found.c.series_id
+                    if name == "series_id"
+                    else bindparam(f"new_{name}", type_=instance_table.c[name].type)
                     for name in _INSTANCE_COLUMNS
                 )
             ).where(common_case),
@@ -387,14 +388,14 @@ class _Writer:
     def __init__(self, connection: Connection, *, savepoints: bool) -> None:
         self._connection = connection
         self._inserts = _INSERTS[connection.dialect.name]
-        # PostgreSQL stores, counts and records a new instance in one statement (a round trip costs
-        # more than the statement); SQLite, in-process, defers the counts and changes to `flush`.
+        # PostgreSQL: the common add is one statement (`_LOOKUP_AND_STORE`), as a round trip costs
+        # more than the statement. SQLite, in-process: plain statements, counts and changes at flush.
         self._one_statement = connection.dialect.name == "postgresql"
-        # In a batch a refused instance must leave no trace: the rows it may have written before it
-        # was refused (a new study or series) go in a savepoint, opened only when such a row is.
+        # In a batch a refused instance must leave no trace: the rows written before it could be
+        # refused (a new study or series, changed attributes) go in a savepoint, opened only then.
         self._savepoints = savepoints
         self._savepoint: NestedTransaction | None = None
-        self._studies: dict[str, _LockedStudy] = {}  # by Study Instance UID
+        self._studies: dict[str, _LockedStudy] = {}  # locked by this transaction, by Study Instance UID
         self._added_to_series: dict[int, int] = {}  # series id -> instances stored
         self._changes: list[dict[str, Any]] = []
 
@@ -425,18 +426,36 @@ class _Writer:
         parsed = item.parsed
         now = datetime.now(UTC)
         study_uid = parsed.study.study_instance_uid
+        series_uid = parsed.series.series_instance_uid
         sop_uid = parsed.instance.sop_instance_uid
         study_values = _study_values(parsed)
         study = self._studies.get(study_uid) or self._lock_study(study_uid, study_values, now)
-        found = connection.execute(
-            _LOOKUP,
-            {
-                "series_uid": parsed.series.series_instance_uid,
-                "sop_uid": sop_uid,
-                "study_pk": study.id,
-                "sop_class_uid": parsed.instance.sop_class_uid,
-            },
-        ).one()
+        series_values = _series_values(parsed)
+        instance_values = _instance_values(item, now)
+        lookup = {
+            "series_uid": series_uid,
+            "sop_uid": sop_uid,
+            "study_pk": study.id,
+            "sop_class_uid": parsed.instance.sop_class_uid,
+        }
+        store: dict[str, Any] = {}
+        if self._one_statement:
+            store = {f"new_{name}": value for name, value in instance_values.items()}
+            store.update({f"new_series_{name}": value for name, value in series_values.items()})
+            store.update(
+                new_sop_instance_uid=sop_uid,
+                new_study_id=study.id,
+                study_updated_at=now,
+                change_study_uid=study_uid,
+                change_at=now,
+            )
+            unchanged = {"study_unchanged": study.attributes == study_values, "added_series": 0}
+            found = connection.execute(_LOOKUP_AND_STORE, {**lookup, **store, **unchanged}).one()
+            if found.stored_id is not None:
+                self._studies[study_uid] = study
+                return AddOutcome("stored")
+        else:
+            found = connection.execute(_LOOKUP, lookup).one()
         replaces = found.instance_id is not None
         if replaces:
             if found.instance_study_id != study.id or found.instance_series_id != found.series_id:
@@ -446,57 +465,53 @@ class _Writer:
             if found.instance_sha256 == item.sha256:
                 self._studies[study_uid] = study
                 return AddOutcome("already_present")
-        series_values = _series_values(parsed)
         new_series = found.series_id is None
+        if not new_series and found.series_study_id != study.id:
+            stored_in = connection.execute(_STUDY_UID, {"row_id": found.series_study_id}).scalar_one()
+            raise _conflict("Series Instance UID", series_uid, f"study {stored_in}", parsed)
+        stored_series = (
+            None
+            if new_series
+            else dict(zip(_SERIES_ATTRIBUTES, (found._mapping[name] for name in _SERIES_NAMES), strict=True))
+        )
+        series_changed = stored_series is not None and stored_series != series_values
+        study_changed = study.attributes != study_values
+        if not replaces and (new_series or series_changed or study_changed or found.listed_sop_class is None):
+            # These writes come before the instance's row, which another study's writer may still
+            # take (its SOP Instance UID): until then they must be undoable.
+            self._begin_undoable()
         if new_series:
             series_id = self._insert_series(parsed, study.id, series_values, now)
-        elif found.series_study_id != study.id:
-            stored_in = connection.execute(_STUDY_UID, {"row_id": found.series_study_id}).scalar_one()
-            raise _conflict("Series Instance UID", parsed.series.series_instance_uid, f"study {stored_in}", parsed)
+            modality = {"study_id": study.id, "modality": series_values["modality"]}
+            connection.execute(self._inserts.study_modality, modality)
         else:
             series_id = found.series_id
-        instance_values = _instance_values(item, now)
+            if series_changed:
+                connection.execute(_UPDATE_SERIES, {"row_id": series_id, **series_values})
+                if stored_series is not None and stored_series["modality"] != series_values["modality"]:
+                    _refresh_modalities(connection, study.id)
+        if study_changed:
+            connection.execute(_UPDATE_STUDY, {"row_id": study.id, **study_values})
         if replaces:
             connection.execute(_UPDATE_INSTANCE, {"row_id": found.instance_id, **instance_values})
+            if found.instance_sop_class_uid != parsed.instance.sop_class_uid:
+                # The replaced instance may have been the study's last of its SOP class.
+                _refresh_sop_classes(connection, study.id)
         else:
-            row = {"sop_instance_uid": sop_uid, "series_id": series_id, "study_id": study.id, **instance_values}
-            if self._one_statement:
-                parameters = {f"new_{name}": value for name, value in row.items()}
-                parameters.update(
-                    added_series=int(new_series),
-                    study_updated_at=now,
-                    change_study_uid=study_uid,
-                    change_series_uid=parsed.series.series_instance_uid,
-                    change_sop_uid=sop_uid,
-                    change_at=now,
+            if found.listed_sop_class is None:
+                connection.execute(
+                    self._inserts.study_sop_class, {"study_id": study.id, "sop_class_uid": lookup["sop_class_uid"]}
                 )
-                inserted = connection.execute(_STORE_POSTGRESQL, parameters).scalar()
+            if self._one_statement:  # the common case now: stored, counted and recorded
+                store.update(study_unchanged=True, added_series=int(new_series))
+                stored_id = connection.execute(_LOOKUP_AND_STORE, {**lookup, **store}).one().stored_id
             else:
-                inserted = connection.execute(self._inserts.instance, row).scalar()
-            if inserted is None:  # another study's writer stored the same SOP Instance UID meanwhile
+                row = {"sop_instance_uid": sop_uid, "series_id": series_id, "study_id": study.id, **instance_values}
+                stored_id = connection.execute(self._inserts.instance, row).scalar()
+            if stored_id is None:  # another study's writer stored the same SOP Instance UID meanwhile
                 raise _conflict("SOP Instance UID", sop_uid, "another study", parsed)
-        # Nothing refuses the instance from here on.
-        if new_series:
-            connection.execute(
-                self._inserts.study_modality, {"study_id": study.id, "modality": parsed.series.modality}
-            )
-        else:
-            stored = dict(zip(_SERIES_ATTRIBUTES, (found._mapping[name] for name in _SERIES_NAMES), strict=True))
-            if stored != series_values:
-                connection.execute(_UPDATE_SERIES, {"row_id": series_id, **series_values})
-                if stored["modality"] != series_values["modality"]:
-                    _refresh_modalities(connection, study.id)
-        if study.attributes != study_values:
-            connection.execute(_UPDATE_STUDY, {"row_id": study.id, **study_values})
-            study.attributes = study_values
-        if replaces and found.instance_sop_class_uid != parsed.instance.sop_class_uid:
-            # The replaced instance may have been the study's last of its SOP class.
-            _refresh_sop_classes(connection, study.id)
-        elif found.listed_sop_class is None:
-            connection.execute(
-                self._inserts.study_sop_class,
-                {"study_id": study.id, "sop_class_uid": parsed.instance.sop_class_uid},
-            )
+        # Stored or replaced: remember what this transaction wrote.
+        study.attributes = study_values
         self._studies[study_uid] = study
         if replaces or not self._one_statement:
             study.touched = True
@@ -508,7 +523,7 @@ class _Writer:
                 {
                     "kind": "stored",
                     "study_instance_uid": study_uid,
-                    "series_instance_uid": parsed.series.series_instance_uid,
+                    "series_instance_uid": series_uid,
                     "sop_instance_uid": sop_uid,
                     "at": now,
                 }
@@ -536,7 +551,6 @@ class _Writer:
 
     def _insert_series(self, parsed: ParsedInstance, study_id: int, values: dict[str, Any], now: datetime) -> int:
         uid = parsed.series.series_instance_uid
-        self._begin_undoable()
         series_id: int | None = self._connection.execute(
             self._inserts.series,
             {"series_instance_uid": uid, "study_id": study_id, "created_at": now, **values},
@@ -546,16 +560,16 @@ class _Writer:
         return series_id
 
     def flush(self) -> None:
-        """Write the counts, updated_at and change records of every add so far."""
+        """Write the counts, updated_at and change records of the adds not written yet."""
         connection = self._connection
         if self._added_to_series:
             connection.execute(
                 _COUNT_SERIES,
                 [{"row_id": series_id, "added_instances": added} for series_id, added in self._added_to_series.items()],
             )
-        now = datetime.now(UTC)
         touched = [study for study in self._studies.values() if study.touched]
         if touched:
+            now = datetime.now(UTC)
             connection.execute(
                 _COUNT_STUDY,
                 [
@@ -607,46 +621,76 @@ def add_instances(connection: Connection, items: Sequence[NewInstance]) -> list[
     return [outcomes[position] for position in range(len(items))]
 
 
-def _append_changes(connection: Connection, kind: str, uids: list[tuple[str, str, str]], now: datetime) -> None:
-    connection.execute(
-        _APPEND_CHANGES,
-        [
-            {
-                "kind": kind,
-                "study_instance_uid": study,
-                "series_instance_uid": series,
-                "sop_instance_uid": sop,
-                "at": now,
-            }
-            for study, series, sop in uids
-        ],
+# Recounting and rebuilding the sets after a delete. Built once, bound to the study's id (study_pk).
+_CLEAR_MODALITIES: Final = delete(study_modality_table).where(study_modality_table.c.study_id == bindparam("study_pk"))
+_FILL_MODALITIES: Final = insert(study_modality_table).from_select(
+    ["study_id", "modality"],
+    select(series_table.c.study_id, series_table.c.modality)
+    .where(series_table.c.study_id == bindparam("study_pk"))
+    .distinct(),
+)
+_CLEAR_SOP_CLASSES: Final = delete(study_sop_class_table).where(
+    study_sop_class_table.c.study_id == bindparam("study_pk")
+)
+_FILL_SOP_CLASSES: Final = insert(study_sop_class_table).from_select(
+    ["study_id", "sop_class_uid"],
+    select(instance_table.c.study_id, instance_table.c.sop_class_uid)
+    .where(instance_table.c.study_id == bindparam("study_pk"))
+    .distinct(),
+)
+_RECOUNT_SERIES: Final = (
+    update(series_table)
+    .where(series_table.c.study_id == bindparam("study_pk"))
+    .values(num_instances=select(func.count()).where(instance_table.c.series_id == series_table.c.id).scalar_subquery())
+)
+_DROP_EMPTY_SERIES: Final = delete(series_table).where(
+    series_table.c.study_id == bindparam("study_pk"), series_table.c.num_instances == 0
+)
+_COUNT_STUDY_SERIES: Final = select(func.count()).where(series_table.c.study_id == bindparam("study_pk"))
+_RECOUNT_STUDY: Final = (
+    update(study_table)
+    .where(study_table.c.id == bindparam("study_pk"))
+    .values(
+        num_series=bindparam("num_series"),
+        num_instances=select(func.count()).where(instance_table.c.study_id == bindparam("study_pk")).scalar_subquery(),
+        updated_at=bindparam("now", type_=study_table.c.updated_at.type),
     )
+)
+_DELETE_STUDY: Final = delete(study_table).where(study_table.c.id == bindparam("study_pk"))
+_STUDY_SERIES_UIDS: Final = select(series_table.c.id, series_table.c.series_instance_uid).where(
+    series_table.c.study_id == bindparam("study_pk")
+)
+_DELETED: Final = (instance_table.c.blob_key, instance_table.c.series_id, instance_table.c.sop_instance_uid)
+_SERIES_BY_UID: Final = select(series_table.c.id).where(
+    series_table.c.study_id == bindparam("study_pk"), series_table.c.series_instance_uid == bindparam("series_uid")
+)
+
+
+def _delete_instances_of(*, series: bool, sop: bool) -> ReturningDelete[*tuple[Any, ...]]:
+    conditions = [instance_table.c.study_id == bindparam("study_pk")]
+    if series:
+        conditions.append(instance_table.c.series_id.in_(_SERIES_BY_UID))
+    if sop:
+        conditions.append(instance_table.c.sop_instance_uid == bindparam("sop_uid"))
+    return delete(instance_table).where(*conditions).returning(*_DELETED)
+
+
+# DELETE ... RETURNING: the rows are read once, not once to list them and again to delete them.
+_DELETE_INSTANCES: Final = {
+    (series, sop): _delete_instances_of(series=series, sop=sop) for series in (False, True) for sop in (False, True)
+}
 
 
 def _refresh_modalities(connection: Connection, study_id: int) -> None:
     """Rebuild ModalitiesInStudy from the study's series."""
-    connection.execute(delete(study_modality_table).where(study_modality_table.c.study_id == study_id))
-    connection.execute(
-        insert(study_modality_table).from_select(
-            ["study_id", "modality"],
-            select(series_table.c.study_id, series_table.c.modality)
-            .where(series_table.c.study_id == study_id)
-            .distinct(),
-        )
-    )
+    connection.execute(_CLEAR_MODALITIES, {"study_pk": study_id})
+    connection.execute(_FILL_MODALITIES, {"study_pk": study_id})
 
 
 def _refresh_sop_classes(connection: Connection, study_id: int) -> None:
     """Rebuild SOPClassesInStudy from the study's instances."""
-    connection.execute(delete(study_sop_class_table).where(study_sop_class_table.c.study_id == study_id))
-    connection.execute(
-        insert(study_sop_class_table).from_select(
-            ["study_id", "sop_class_uid"],
-            select(instance_table.c.study_id, instance_table.c.sop_class_uid)
-            .where(instance_table.c.study_id == study_id)
-            .distinct(),
-        )
-    )
+    connection.execute(_CLEAR_SOP_CLASSES, {"study_pk": study_id})
+    connection.execute(_FILL_SOP_CLASSES, {"study_pk": study_id})
 
 
 def delete_instances(connection: Connection, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[str]:
@@ -658,71 +702,55 @@ def delete_instances(connection: Connection, study_uid: str, series_uid: str | N
     Raises:
         NotFound: nothing is stored under these UIDs.
     """
-    study_id = connection.execute(
-        select(study_table.c.id).where(study_table.c.study_instance_uid == study_uid).with_for_update()
-    ).scalar()
+    study_id = connection.execute(_LOCK_STUDY, {"study_uid": study_uid}).scalar()
     if study_id is None:
         msg = f"study {study_uid} is not in the archive"
         raise NotFound(msg)
-    conditions: list[ColumnElement[bool]] = [instance_table.c.study_id == study_id]
-    if series_uid is not None:
-        conditions.append(series_table.c.series_instance_uid == series_uid)
-    if sop_uid is not None:
-        conditions.append(instance_table.c.sop_instance_uid == sop_uid)
-    doomed = connection.execute(
-        select(
-            instance_table.c.id,
-            instance_table.c.blob_key,
-            series_table.c.series_instance_uid,
-            instance_table.c.sop_instance_uid,
-        )
-        .select_from(instance_table.join(series_table, instance_table.c.series_id == series_table.c.id))
-        .where(*conditions)
-    ).all()
-    if not doomed:
+    # The series' UIDs for the change feed, read before a study delete cascades to the series.
+    series_uids: dict[int, str] = dict(connection.execute(_STUDY_SERIES_UIDS, {"study_pk": study_id}).tuples().all())
+    parameters = {"study_pk": study_id, "series_uid": series_uid, "sop_uid": sop_uid}
+    whole_study = series_uid is None and sop_uid is None
+    statement = _DELETE_INSTANCES[series_uid is not None, sop_uid is not None]
+    doomed = connection.execute(statement, parameters).tuples().all()
+    if not doomed:  # nothing was deleted
         what = f"instance {sop_uid} of " if sop_uid is not None else ""
         what += f"series {series_uid} of " if series_uid is not None else ""
         msg = f"{what}study {study_uid} is not in the archive"
         raise NotFound(msg)
-    _append_changes(
-        connection,
-        "deleted",
-        [(study_uid, row.series_instance_uid, row.sop_instance_uid) for row in doomed],
-        datetime.now(UTC),
-    )
-    if series_uid is None and sop_uid is None:
-        # The whole study: its series, instances and sets go with it (ON DELETE CASCADE).
-        connection.execute(delete(study_table).where(study_table.c.id == study_id))
-        return [row.blob_key for row in doomed]
-    doomed_ids = (
-        select(instance_table.c.id)
-        .select_from(instance_table.join(series_table, instance_table.c.series_id == series_table.c.id))
-        .where(*conditions)
-    )
-    connection.execute(delete(instance_table).where(instance_table.c.id.in_(doomed_ids)))
-    _recount(connection, study_id)
-    return [row.blob_key for row in doomed]
-
-
-def _recount(connection: Connection, study_id: int) -> None:
-    """Recompute a study's counts and sets after a delete; drop what became empty."""
-    per_series = select(func.count()).where(instance_table.c.series_id == series_table.c.id).scalar_subquery()
-    connection.execute(update(series_table).where(series_table.c.study_id == study_id).values(num_instances=per_series))
+    now = datetime.now(UTC)
     connection.execute(
-        delete(series_table).where(series_table.c.study_id == study_id, series_table.c.num_instances == 0)
+        _APPEND_CHANGES,
+        [
+            {
+                "kind": "deleted",
+                "study_instance_uid": study_uid,
+                "series_instance_uid": series_uids[series_id],
+                "sop_instance_uid": sop,
+                "at": now,
+            }
+            for _, series_id, sop in doomed
+        ],
     )
-    num_series = connection.execute(select(func.count()).where(series_table.c.study_id == study_id)).scalar_one()
+    if whole_study:
+        # Its series and sets go with it (ON DELETE CASCADE).
+        connection.execute(_DELETE_STUDY, {"study_pk": study_id})
+    else:
+        _recount(connection, study_id, now)
+    return [blob_key for blob_key, _, _ in doomed]
+
+
+def _recount(connection: Connection, study_id: int, now: datetime) -> None:
+    """Recompute a study's counts and sets after a delete; drop what became empty.
+
+    Recounted rather than decremented: counting a study's index entries costs little and repairs
+    whatever went wrong before.
+    """
+    connection.execute(_RECOUNT_SERIES, {"study_pk": study_id})
+    connection.execute(_DROP_EMPTY_SERIES, {"study_pk": study_id})
+    num_series = connection.execute(_COUNT_STUDY_SERIES, {"study_pk": study_id}).scalar_one()
     if num_series == 0:
-        connection.execute(delete(study_table).where(study_table.c.id == study_id))
+        connection.execute(_DELETE_STUDY, {"study_pk": study_id})
         return
-    connection.execute(
-        update(study_table)
-        .where(study_table.c.id == study_id)
-        .values(
-            num_series=num_series,
-            num_instances=select(func.count()).where(instance_table.c.study_id == study_id).scalar_subquery(),
-            updated_at=datetime.now(UTC),
-        )
-    )
+    connection.execute(_RECOUNT_STUDY, {"study_pk": study_id, "num_series": num_series, "now": now})
     _refresh_modalities(connection, study_id)
     _refresh_sop_classes(connection, study_id)

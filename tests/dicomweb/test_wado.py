@@ -252,7 +252,7 @@ class TestNotAcceptable:
             ("instance", 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.2'),
             ("frame", 'multipart/related; type="image/jp2"'),
             ("frame", "text/html"),
-            ("metadata", "application/dicom+xml"),
+            ("metadata", 'multipart/related; type="application/dicom"'),
             ("metadata", "image/jpeg"),
         ],
     )

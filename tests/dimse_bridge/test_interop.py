@@ -142,9 +142,10 @@ class TestStore:
     def test_failed_store_is_reported_to_the_modality(self, bridge: RunningBridge, tmp_path: Path) -> None:
         path = tmp_path / "bad.dcm"
         dataset = pydicom.dcmread(bundled("CT_small.dcm"))
-        dataset.SOPInstanceUID = UID("not a uid")
-        dataset.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3")
-        dataset.save_as(path, enforce_file_format=True)
+        with pytest.warns(UserWarning, match="Invalid value for VR UI"):
+            dataset.SOPInstanceUID = UID("not a uid")
+            dataset.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3")
+            dataset.save_as(path, enforce_file_format=True)
         result = run("storescu", "-v", "-aec", "WEBPACS", "127.0.0.1", str(bridge.port), str(path))
         [response] = [line for line in result.stderr.splitlines() if "Received Store Response" in line]
         assert "Success" not in response

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
@@ -16,7 +18,7 @@ from auth.principals import Principal, Role
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.nodes import DICOM_NODES_ROUTER
 from storage.errors import NotFound
-from storage.index.database import migrate, open_engine
+from storage.index.database import MIGRATIONS_DIR, migrate, open_engine, write_transaction
 from storage.index.nodes import (
     DuplicateNode,
     InvalidNode,
@@ -107,6 +109,21 @@ class TestNodeTable:
         assert list_nodes(engine) == []
         with pytest.raises(NotFound, match="GONE"):
             delete_node(engine, "GONE")
+
+
+class TestMigration:
+    def test_downgrade_drops_the_table_and_upgrade_brings_it_back(self, engine: Engine) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.set_main_option("path_separator", "os")
+        with write_transaction(engine) as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001_initial")
+        assert "dicom_node" not in sa.inspect(engine).get_table_names()
+        with write_transaction(engine) as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002_dicom_nodes")
+        assert list_nodes(engine) == []
 
 
 class _AsRole(AbstractAuthenticationMiddleware):

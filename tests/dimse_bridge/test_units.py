@@ -25,7 +25,7 @@ from dimse_bridge.client import DicomWebClient, DicomWebError, ServerUnreachable
 from dimse_bridge.handlers.retrieve import InstanceRef, choose_transfer_syntax, requested_contexts
 from dimse_bridge.handlers.store import StoreStatus, StowBatcher, status_for_http_error, status_for_instance
 from dimse_bridge.registry import NodeRegistry
-from dimse_bridge.server import _on_requested
+from dimse_bridge.server import screen_association_request
 from dimse_bridge.settings import BridgeSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -384,12 +384,12 @@ class TestAssociationRequest:
 
     def test_unregistered_caller_is_rejected_as_calling_ae_not_recognized(self) -> None:
         assoc = _FakeAssociation("STRANGER", [])
-        _on_requested(types.SimpleNamespace(assoc=assoc), self._registry(False), ActivityLog())  # type: ignore[arg-type]
+        screen_association_request(types.SimpleNamespace(assoc=assoc), self._registry(False), ActivityLog())  # type: ignore[arg-type]
         assert assoc.rejected == (0x01, 0x01, 0x03)
 
     def test_registered_caller_is_not_rejected(self) -> None:
         assoc = _FakeAssociation("CT1", [])
-        _on_requested(types.SimpleNamespace(assoc=assoc), self._registry(False), ActivityLog())  # type: ignore[arg-type]
+        screen_association_request(types.SimpleNamespace(assoc=assoc), self._registry(False), ActivityLog())  # type: ignore[arg-type]
         assert assoc.rejected is None
 
     def test_syntaxes_the_archive_cannot_take_are_dropped_keeping_the_proposed_order(self) -> None:
@@ -397,6 +397,6 @@ class TestAssociationRequest:
         context = build_context(CT, [jpip, JPEG2000, ExplicitVRLittleEndian])
         only_jpip = build_context(CT, [jpip])
         assoc = _FakeAssociation("ANY", [context, only_jpip])
-        _on_requested(types.SimpleNamespace(assoc=assoc), self._registry(True), ActivityLog())  # type: ignore[arg-type]
+        screen_association_request(types.SimpleNamespace(assoc=assoc), self._registry(True), ActivityLog())  # type: ignore[arg-type]
         assert context.transfer_syntax == [JPEG2000, ExplicitVRLittleEndian]
         assert only_jpip.transfer_syntax == [jpip]
