@@ -100,7 +100,11 @@ class TokenService:
             _table.c[name] for name in ("id", "name", "role", "created_at", "expires_at", "last_used_at", "revoked_at")
         ]
         with self._engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(select(*columns).order_by(_table.c.id))]
+            rows = connection.execute(select(*columns).order_by(_table.c.id))
+            return [
+                {key: _aware(value) if isinstance(value, datetime) else value for key, value in row._mapping.items()}
+                for row in rows
+            ]
 
     def revoke(self, token_id: int) -> bool:
         """Revoke a token by id; False when there is no such token."""

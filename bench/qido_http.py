@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import start_server, stop_server  # noqa: E402
+from conftest import start_server, stop_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,7 +70,9 @@ def main() -> int:
     queries: dict[str, Callable[[int], str]] = {
         "PatientID": lambda i: f"/dicomweb/studies?PatientID={patients[i % len(patients)]}",
         "PatientName prefix (SMITH*)": lambda _: "/dicomweb/studies?PatientName=SMITH*&limit=100",
-        "StudyDate range, limit=100": lambda i: f"/dicomweb/studies?StudyDate={2019 + i % 5}0101-{2019 + i % 5}1231&limit=100",
+        "StudyDate range, limit=100": lambda i: (
+            f"/dicomweb/studies?StudyDate={2019 + i % 5}0101-{2019 + i % 5}1231&limit=100"
+        ),
         "ModalitiesInStudy=MR, limit=100": lambda _: "/dicomweb/studies?ModalitiesInStudy=MR&limit=100",
         "deep offset (offset=50000, limit=100)": lambda _: "/dicomweb/studies?offset=50000&limit=100",
         f"series metadata ({big_series.num_instances} instances)": lambda _: (

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import anyio.to_thread
+import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
+from litestar.params import KwargDefinition, Parameter
 
 from auth.principals import Role
 from dicomweb.context import app_context
@@ -19,14 +21,23 @@ from dicomweb.security import admin_only
 
 __all__ = ["ADMIN_HANDLERS"]
 
+_MAX_ID: Final = 2**31 - 1  # the largest id column value on PostgreSQL (INTEGER)
+_NO_NUL: Final = "^[^\x00]*$"
+
 
 @dataclass(frozen=True)
 class TokenRequest:
     """A token to mint: a name to recognise it by, a role, an optional validity in days."""
 
-    name: str
+    # msgspec.Meta checks, KwargDefinition documents: the name fits its column (PostgreSQL text holds
+    # no NUL), the expiry a datetime.
+    name: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL),
+        KwargDefinition(min_length=1, max_length=200, pattern=_NO_NUL),
+    ]
     role: Role
-    valid_days: int | None = None
+    valid_days: Annotated[int, msgspec.Meta(ge=1, le=36500), KwargDefinition(ge=1, le=36500)] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,7 @@ async def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
     summary="Revoke an API token",
     responses=problems(400, 401, 403, 404),
 )
-async def revoke_token(request: Request[Any, Any, Any], token_id: int) -> None:
+async def revoke_token(request: Request[Any, Any, Any], token_id: Annotated[int, Parameter(ge=1, le=_MAX_ID)]) -> None:
     """Revoke a token (admin only); it stops working within seconds."""
     if not await anyio.to_thread.run_sync(app_context(request).tokens.revoke, token_id):
         raise NotFoundException(f"there is no token with id {token_id}")

@@ -12,7 +12,7 @@ from litestar.di import Provide
 
 from auth.tokens import TokenService
 from dicomweb.admin import ADMIN_HANDLERS
-from dicomweb.context import AppContext
+from dicomweb.context import AppContext, refuse_nul
 from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.nodes import DICOM_NODES_ROUTER
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"engine": Provide(lambda: context.engine, sync_to_thread=False)},
         middleware=[RequestLog(), authentication()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=refuse_nul,
         state=State({"context": context}),
         openapi_config=openapi_config(version("webpacs")),
         request_max_body_size=settings.max_request_bytes,

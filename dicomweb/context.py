@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from litestar import Request
 
 
-__all__ = ["AppContext", "app_context", "dicomweb_base", "query_pairs"]
+__all__ = ["AppContext", "app_context", "dicomweb_base", "query_pairs", "refuse_nul"]
 
 DICOMWEB_ROOT = "/dicomweb"
 
@@ -43,6 +43,19 @@ def dicomweb_base(request: Request[Any, Any, Any]) -> str:
     public = app_context(request).settings.public_url
     root = public.rstrip("/") if public else str(request.base_url).rstrip("/")
     return root + DICOMWEB_ROOT
+
+
+def refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """Refuse a URL holding a NUL character before any handler reads it (a before-request hook).
+
+    No DICOM UID, value or name holds NUL, and PostgreSQL text cannot store one: let through, it
+    turned a client's mistake into a database error (500).
+
+    Raises:
+        InvalidQuery: the path or the query string holds NUL (%00).
+    """
+    if "\x00" in request.scope["path"] or b"%00" in request.scope.get("query_string", b""):
+        raise InvalidQuery("the URL holds a NUL character (%00), which no DICOM UID, value or name contains")
 
 
 def query_pairs(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import anyio.to_thread
 from litestar import Router, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, KwargDefinition
 from sqlalchemy.engine import Engine
 
 from dicomweb.openapi import problems
 from dicomweb.security import admin_only
 from storage.index.nodes import (
+    AE_TITLE_PATTERN,
+    HOST_PATTERN,
+    MAX_DESCRIPTION,
     NodeFields,
     create_node,
     delete_node,
@@ -40,10 +43,11 @@ class DicomNodeIn:
     `allow_*`: whether this AE may store, query (C-FIND), and retrieve (C-MOVE / C-GET).
     """
 
-    ae_title: str
-    host: str
-    port: int
-    description: str = ""
+    # The constraints are documented here and checked by storage.index.nodes, whose messages say more.
+    ae_title: Annotated[str, KwargDefinition(pattern=AE_TITLE_PATTERN)]
+    host: Annotated[str, KwargDefinition(pattern=HOST_PATTERN)]
+    port: Annotated[int, KwargDefinition(ge=1, le=65535)]
+    description: Annotated[str, KwargDefinition(max_length=MAX_DESCRIPTION)] = ""
     allow_store: bool = True
     allow_find: bool = True
     allow_move: bool = True
@@ -95,7 +99,7 @@ async def list_dicom_nodes(engine: NamedDependency[Engine]) -> list[DicomNodeOut
     return [_out(node) for node in nodes]
 
 
-@post("/", operation_id="CreateDicomNode", summary="Register a DICOM node", responses=problems(400, 401, 403))
+@post("/", operation_id="CreateDicomNode", summary="Register a DICOM node", responses=problems(400, 401, 403, 409))
 async def create_dicom_node(engine: NamedDependency[Engine], data: JSONBody[DicomNodeIn]) -> DicomNodeOut:
     """Register a remote DICOM node (201); 400 for a bad field or a taken AE title."""
     node = await anyio.to_thread.run_sync(create_node, engine, _fields(data))
@@ -113,7 +117,7 @@ async def get_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[str
     "/{ae_title:str}",
     operation_id="UpdateDicomNode",
     summary="Replace a DICOM node's fields",
-    responses=problems(400, 401, 403, 404),
+    responses=problems(400, 401, 403, 404, 409),
 )
 async def update_dicom_node(
     engine: NamedDependency[Engine], ae_title: FromPath[str], data: JSONBody[DicomNodeIn]

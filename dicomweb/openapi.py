@@ -74,7 +74,7 @@ _PROBLEM_WHEN: Final = {
     403: "The token's role lacks the permission this operation needs.",
     404: "What the path names does not exist.",
     406: "None of the media types in Accept can be served.",
-    409: "The request conflicts with what is stored.",
+    409: "The request conflicts with what is stored (e.g. an AE title already registered).",
     413: "The body is larger than this server accepts.",
     415: 'The body is not multipart/related; type="application/dicom".',
     416: "The Range lies outside the value, or is not one bytes= range.",

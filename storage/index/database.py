@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import String, column, create_engine, event, inspect, select, table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,6 +19,7 @@ from storage.errors import IndexUnavailable
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from sqlalchemy import Select
     from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
@@ -47,6 +48,9 @@ _SQLITE_PRAGMAS: Final = (
 )
 # The execution option `write_transaction` sets so that SQLite begins with BEGIN IMMEDIATE.
 _BEGIN_MODE: Final = "webpacs_sqlite_begin"
+# Alembic's table of applied revisions (its default name, which migrations/env.py keeps).
+_VERSION_TABLE: Final = "alembic_version"
+_SELECT_VERSIONS: Final[Select[str]] = select(column("version_num", String)).select_from(table(_VERSION_TABLE))
 # Key of the PostgreSQL advisory lock that serialises concurrent `migrate` calls (workers starting).
 _MIGRATION_LOCK_KEY: Final = 0x7765627061637301
 
@@ -141,19 +145,37 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration's revision: read from the scripts once, they do not change meanwhile."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _current_revisions(connection: Connection) -> list[str]:
+    """The revisions recorded in the database; none when it was never migrated.
+
+    Read directly, not through Alembic's MigrationContext, which logs two INFO lines per call:
+    noise in a readiness probe polled every few seconds.
+    """
+    if not inspect(connection).has_table(_VERSION_TABLE):
+        return []
+    return list(connection.execute(_SELECT_VERSIONS).scalars())
+
+
 def check(engine: Engine) -> None:
     """Readiness probe: the database answers and its schema is at the newest migration.
 
     Raises:
         IndexUnavailable: the database is unreachable, or not migrated (run `migrate`).
     """
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = _head_revision()
     try:
         with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = _current_revisions(connection)
     except SQLAlchemyError as exc:
         msg = f"index database unreachable: {exc}"
         raise IndexUnavailable(msg) from exc
-    if current != head:
-        msg = f"index schema is at revision {current}, the code expects {head}: run the migrations"
+    if current != [head]:
+        at = ", ".join(current) if current else None
+        msg = f"index schema is at revision {at}, the code expects {head}: run the migrations"
         raise IndexUnavailable(msg)

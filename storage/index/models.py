@@ -97,11 +97,10 @@ _DIACRITIC_BLOCKS = (
     (0x20D0, 0x20FF),
     (0xFE20, 0xFE2F),
 )
-
-
-def _is_diacritic(char: str) -> bool:
-    code = ord(char)
-    return any(low <= code <= high for low, high in _DIACRITIC_BLOCKS)
+# str.translate table deleting them: one C-level pass instead of a Python test per character.
+_DROP_DIACRITICS: Final[dict[int, None]] = {
+    code: None for low, high in _DIACRITIC_BLOCKS for code in range(low, high + 1)
+}
 
 
 def normalize_person_name(value: str) -> str:
@@ -112,8 +111,7 @@ def normalize_person_name(value: str) -> str:
     """
     if value.isascii():  # every normalization form leaves ASCII as it is; the common case, per add
         return value.upper()
-    decomposed = unicodedata.normalize("NFKD", value)
-    folded = "".join(char for char in decomposed if not _is_diacritic(char))
+    folded = unicodedata.normalize("NFKD", value).translate(_DROP_DIACRITICS)
     return unicodedata.normalize("NFC", folded).upper()
 
 

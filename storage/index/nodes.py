@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 __all__ = [
+    "AE_TITLE_PATTERN",
+    "HOST_PATTERN",
+    "MAX_DESCRIPTION",
     "DicomNode",
     "DuplicateNode",
     "InvalidNode",
@@ -36,9 +39,11 @@ __all__ = [
 
 # PS3.5 §6.2 (VR AE): 1-16 characters of the default repertoire without backslash or control
 # characters; leading and trailing spaces are padding, not part of the title.
-_AE_TITLE: Final = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-_HOST: Final = re.compile(r"^[A-Za-z0-9._:\-\[\]]{1,253}$")
-_MAX_DESCRIPTION: Final = 1024
+AE_TITLE_PATTERN: Final = r"^[\x20-\x5b\x5d-\x7e]{1,16}$"
+HOST_PATTERN: Final = r"^[A-Za-z0-9._:\-\[\]]{1,253}$"
+MAX_DESCRIPTION: Final = 1024
+_AE_TITLE: Final = re.compile(AE_TITLE_PATTERN)
+_HOST: Final = re.compile(HOST_PATTERN)
 
 
 class InvalidNode(ArchiveError):
@@ -60,7 +65,7 @@ class DicomNode(SQLModel, table=True):
     host: str = Field(sa_column=Column("host", String(253), nullable=False))
     port: int = Field(sa_column=Column("port", Integer(), nullable=False))
     description: str = Field(
-        default="", sa_column=Column("description", String(_MAX_DESCRIPTION), nullable=False, server_default="")
+        default="", sa_column=Column("description", String(MAX_DESCRIPTION), nullable=False, server_default="")
     )
     allow_store: bool = Field(
         default=True, sa_column=Column("allow_store", Boolean(), nullable=False, server_default=text("true"))
@@ -109,8 +114,11 @@ def _validated(fields: NodeFields) -> dict[str, Any]:
     if not 0 < fields.port < 65536:
         msg = f"port {fields.port} is out of range: use 1 to 65535"
         raise InvalidNode(msg)
-    if len(fields.description) > _MAX_DESCRIPTION:
-        msg = f"description is {len(fields.description)} characters long: at most {_MAX_DESCRIPTION}"
+    if len(fields.description) > MAX_DESCRIPTION:
+        msg = f"description is {len(fields.description)} characters long: at most {MAX_DESCRIPTION}"
+        raise InvalidNode(msg)
+    if "\x00" in fields.description:  # PostgreSQL text cannot hold NUL
+        msg = "description holds a NUL character; remove it"
         raise InvalidNode(msg)
     return {
         "ae_title": normalize_ae_title(fields.ae_title),

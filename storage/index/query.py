@@ -182,6 +182,7 @@ _UID: Final = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _UID_MAX_LENGTH: Final = 64  # PS3.5 §9.1
 _TIME: Final = re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d(?:(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?")
 _DATE_LENGTH: Final = 8
+_MAX_COUNT: Final = 2**31 - 1  # limit and offset stay within every SQL integer type
 _WILDCARDS: Final = frozenset("*?")
 
 
@@ -287,8 +288,8 @@ def parse_query(
 
 
 def _parse_count(name: str, value: str, *, minimum: int) -> int:
-    if not value.isascii() or not value.isdigit() or int(value) < minimum:
-        kind = "a positive integer" if minimum else "an integer >= 0"
+    if not value.isascii() or not value.isdigit() or not minimum <= int(value) <= _MAX_COUNT:
+        kind = f"a positive integer up to {_MAX_COUNT}" if minimum else f"an integer >= 0 up to {_MAX_COUNT}"
         msg = f"{name}={value!r}: must be {kind}"
         raise InvalidQuery(msg)
     return int(value)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from sqlalchemy import Boolean, and_, bindparam, delete, func, insert, literal_column, select, update
+from sqlalchemy import Boolean, String, and_, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert, ReturningDelete
 
@@ -38,7 +38,7 @@ from storage.index.models import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from sqlalchemy import ColumnElement, Select, Table
+    from sqlalchemy import BindParameter, ColumnElement, Select, Table
     from sqlalchemy.engine import Connection, NestedTransaction
 
 
@@ -112,11 +112,12 @@ _LOCK_STUDY: Final = (
 # Everything an add decides on, in one round trip: the series and the instance stored under the
 # new instance's UIDs, and whether the study already lists its SOP class. Run after the study lock,
 # so that on PostgreSQL it sees what the previous holder of the lock committed.
+_SERIES_LABELS: Final = tuple(f"s_{name}" for name in _SERIES_ATTRIBUTES)  # short: see _store_in_one_statement
 _DUAL: Final = select(literal_column("1").label("one")).subquery("dual")
 _LOOKUP: Final = select(
     series_table.c.id.label("series_id"),
     series_table.c.study_id.label("series_study_id"),
-    *(series_table.c[name].label(f"series_{name}") for name in _SERIES_ATTRIBUTES),
+    *(series_table.c[name].label(label) for name, label in zip(_SERIES_ATTRIBUTES, _SERIES_LABELS, strict=True)),
     instance_table.c.id.label("instance_id"),
     instance_table.c.study_id.label("instance_study_id"),
     instance_table.c.series_id.label("instance_series_id"),
@@ -135,7 +136,6 @@ _LOOKUP: Final = select(
         ),
     )
 )
-_SERIES_NAMES = tuple(f"series_{name}" for name in _SERIES_ATTRIBUTES)
 # Executed with the changed columns as further parameters (SET takes them from the parameter names).
 _UPDATE_STUDY: Final = update(study_table).where(_by_id(study_table))
 _UPDATE_SERIES: Final = update(series_table).where(_by_id(series_table))
@@ -215,6 +215,11 @@ _INSTANCE_COLUMNS: Final = (
 )
 
 
+def _param(name: str, column: ColumnElement[Any]) -> BindParameter[Any]:
+    """A parameter typed like `column`, text without its collation: shorter SQL (see below)."""
+    return bindparam(name, type_=String() if isinstance(column.type, String) else column.type)
+
+
 def _store_in_one_statement() -> Select[*tuple[Any, ...]]:
     """PostgreSQL: look up, store, count and record an instance in one round trip.
 
@@ -225,6 +230,7 @@ def _store_in_one_statement() -> Select[*tuple[Any, ...]]:
     Data-modifying CTEs all run on the INSERT's RETURNING, so ON CONFLICT skipping the row (another
     study's writer stored the SOP Instance UID meanwhile) counts and records nothing either.
     No parameter is named like a column: SQLAlchemy would add such a one to the UPDATEs' SET.
+    The SQL stays under psycopg's 4096 characters, above which it parses the query on each call.
     """
     found = _LOOKUP.cte("found")
     common_case = and_(
@@ -233,10 +239,8 @@ def _store_in_one_statement() -> Select[*tuple[Any, ...]]:
         found.c.listed_sop_class.is_not(None),
         bindparam("study_unchanged", type_=Boolean()),
         *(
-            found.c[f"series_{name}"].is_not_distinct_from(
-                bindparam(f"new_series_{name}", type_=series_table.c[name].type)
-            )
-            for name in _SERIES_ATTRIBUTES
+            found.c[label].is_not_distinct_from(_param(f"new_series_{name}", series_table.c[name]))
+            for name, label in zip(_SERIES_ATTRIBUTES, _SERIES_LABELS, strict=True)
         ),
     )
     new_instance = (
@@ -245,9 +249,7 @@ def _store_in_one_statement() -> Select[*tuple[Any, ...]]:
             list(_INSTANCE_COLUMNS),
             select(
                 *(
-                    found.c.series_id
-                    if name == "series_id"
-                    else bindparam(f"new_{name}", type_=instance_table.c[name].type)
+                    found.c.series_id if name == "series_id" else _param(f"new_{name}", instance_table.c[name])
                     for name in _INSTANCE_COLUMNS
                 )
             ).where(common_case),
@@ -279,10 +281,10 @@ def _store_in_one_statement() -> Select[*tuple[Any, ...]]:
             ["kind", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "at"],
             select(
                 literal_column("'stored'"),
-                bindparam("change_study_uid", type_=change.study_instance_uid.type),
-                bindparam("series_uid", type_=change.series_instance_uid.type),
-                bindparam("sop_uid", type_=change.sop_instance_uid.type),
-                bindparam("change_at", type_=change.at.type),
+                _param("change_study_uid", change.study_instance_uid),
+                _param("series_uid", change.series_instance_uid),
+                _param("sop_uid", change.sop_instance_uid),
+                _param("change_at", change.at),
             ).select_from(new_instance),
         )
         .cte("appended")
@@ -471,7 +473,7 @@ class _Writer:
         stored_series = (
             None
             if new_series
-            else dict(zip(_SERIES_ATTRIBUTES, (found._mapping[name] for name in _SERIES_NAMES), strict=True))
+            else dict(zip(_SERIES_ATTRIBUTES, (found._mapping[label] for label in _SERIES_LABELS), strict=True))
         )
         series_changed = stored_series is not None and stored_series != series_values
         study_changed = study.attributes != study_values

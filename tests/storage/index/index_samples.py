@@ -1,4 +1,4 @@
-"""ParsedInstance builders for the index tests (no pydicom parsing: the parser is tested elsewhere)."""
+"""ParsedInstance builders and database helpers for the index tests (no pydicom parsing here)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ from storage.dicom.records import (
     SeriesAttributes,
     StudyAttributes,
 )
+from storage.index import AddOutcome, Index, NewInstance
+from storage.index.database import open_engine
 
 __all__ = [
     "CT_IMAGE",
     "MR_IMAGE",
     "SR_DOCUMENT",
     "Spec",
+    "add_in_process",
     "create_database",
     "drop_database",
     "make_instance",
@@ -199,3 +202,27 @@ def drop_database(url: str) -> None:
         name = url.rsplit("/", 1)[1]
         with _admin() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def add_in_process(url: str, specs: list[Spec], batch: int) -> list[str]:
+    """Index `specs` through an engine of this process (one add per spec, or batches of `batch`).
+
+    Module-level, so that a spawned process can run it; the outcomes' kinds come back.
+    """
+    engine = open_engine(url)
+    try:
+        index = Index(engine)
+        items = []
+        for spec in specs:
+            parsed, sha = make_instance(spec)
+            items.append(NewInstance(parsed, f"blobs/{spec.sop_uid}/{spec.payload}", 100, sha))
+        outcomes: list[AddOutcome | Exception] = []
+        if batch <= 1:
+            for item in items:
+                outcomes.append(index.add_instance(item.parsed, blob_key=item.blob_key, size=100, sha256=item.sha256))
+        else:
+            for first in range(0, len(items), batch):
+                outcomes.extend(index.add_instances(items[first : first + batch]))
+        return [outcome.kind if isinstance(outcome, AddOutcome) else type(outcome).__name__ for outcome in outcomes]
+    finally:
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -16,12 +17,14 @@ from sqlmodel import SQLModel
 
 import storage.index.nodes  # noqa: F401 - registers dicom_node (revision 0002) in the metadata
 from storage.errors import IndexUnavailable
+from storage.index import database
 from storage.index.database import MIGRATIONS_DIR, check, migrate, open_engine, write_transaction
 from storage.index.models import change_table
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from alembic.config import Config
     from sqlalchemy.engine import Engine
 
 # The tables of revision 0001_initial; later revisions add theirs.
@@ -91,6 +94,33 @@ class TestCheck:
                 check(engine)
         finally:
             engine.dispose()
+
+    def test_an_older_revision_is_not_ready(self, engine: Engine) -> None:
+        with write_transaction(engine) as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0001_initial'"))
+        with pytest.raises(IndexUnavailable, match="at revision 0001_initial, the code expects"):
+            check(engine)
+
+    def test_the_scripts_are_read_once_and_nothing_is_logged(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        reads: list[object] = []
+        from_config = ScriptDirectory.from_config
+
+        def counted(config: Config) -> ScriptDirectory:
+            reads.append(config)
+            return from_config(config)
+
+        monkeypatch.setattr(ScriptDirectory, "from_config", counted)
+        database._head_revision.cache_clear()
+        try:
+            with caplog.at_level(logging.INFO):
+                for _ in range(3):
+                    check(engine)
+        finally:
+            database._head_revision.cache_clear()
+        assert len(reads) == 1
+        assert caplog.records == []
 
     def test_unreachable_database_is_not_ready(self) -> None:
         engine = open_engine("postgresql+psycopg://postgres@127.0.0.1:1/nothing?connect_timeout=2")
