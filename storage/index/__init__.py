@@ -174,7 +174,10 @@ class Index:
             return add_instance(connection, NewInstance(parsed, blob_key, size, sha256))
 
     def add_instances(self, items: Sequence[NewInstance]) -> list[AddOutcome | ArchiveError]:
-        """Index several instances in one transaction, each in its own savepoint.
+        """Index several instances in one transaction (group commit), as adding them one at a time would.
+
+        Items are taken in Study Instance UID order (so two batches never deadlock); a refused item
+        leaves no trace (what it wrote before it was refused sits in a savepoint, rolled back).
 
         Returns:
             Per item, in order, its outcome or the ArchiveError that refused it; a refused item

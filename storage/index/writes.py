@@ -7,9 +7,11 @@ of UIDs use ON CONFLICT so that two writers of different studies never create du
 
 Adding is the hot path of STOW-RS, so its statements are built once, here, with bind parameters:
 executing one only looks up SQLAlchemy's compiled cache. An add checks everything the instance could
-be refused for before it writes a row that would have to be undone, writes attributes only when one
-changed, and adds to the counters and the change feed once per transaction (`_Writer.flush`): the
-study rows stay locked until the commit, so counting at the end is as exact as counting on the way.
+be refused for before it writes a row that would have to be undone, and writes attributes only when
+one changed. On PostgreSQL, where a round trip costs more than a statement, the common add (a new
+instance of a known series) is one statement after the lock (`_LOOKUP_AND_STORE`). On SQLite,
+in-process, a transaction's counts and change records are written once, at its end (`_Writer.flush`):
+the study rows stay locked until the commit, so counting at the end is as exact as on the way.
 """
 
 from __future__ import annotations
