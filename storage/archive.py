@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Literal
 from storage.dicom.failure_reasons import DATA_SET_DOES_NOT_MATCH_SOP_CLASS, ERROR_PROCESSING
 from storage.dicom.instance import read_instance
 from storage.errors import ArchiveError, BlobExists, InvalidInstance
+from storage.group_commit import IndexWriter
+from storage.index import NewInstance
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,6 +54,7 @@ class Archive:
         """Join an index and a blob store."""
         self.index = index
         self.blobs = blobs
+        self._writer = IndexWriter(index)
 
     def store(self, part: Path, sha256: str, *, study_uid: str | None = None) -> StoreResult:
         """Store the Part-10 file at `part` (consumed) whose SHA-256 is `sha256`.
@@ -88,7 +91,7 @@ class Archive:
             size = part.stat().st_size
             new_blob = False
         try:
-            outcome = self.index.add_instance(parsed, blob_key=key, size=size, sha256=sha256)
+            outcome = self._writer.add(NewInstance(parsed, key, size, sha256))
         except ArchiveError as exc:
             if new_blob:
                 self.blobs.delete(key)

@@ -123,28 +123,29 @@ def _constrained(parameter: dict[str, Any]) -> bool:
     return bool(parameter["in"] != "path" or parameter["schema"] != {"type": "string"})
 
 
-@pytest.mark.parametrize(("method", "path", "mode"), _under_contract())
-def test_every_answer_keeps_to_the_spec(
-    api_schema: BaseSchema, stocked: Stocked, method: str, path: str, mode: GenerationMode
-) -> None:
-    operation = api_schema[path][method]
-    statuses: list[int] = []
+class TestTheServerKeepsToItsSpec:
+    @pytest.mark.parametrize(("method", "path", "mode"), _under_contract())
+    def test_answers_generated_requests_as_documented(
+        self, api_schema: BaseSchema, stocked: Stocked, method: str, path: str, mode: GenerationMode
+    ) -> None:
+        operation = api_schema[path][method]
+        statuses: list[int] = []
 
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=operation.as_strategy(mode), data=st.data())
-    def exchange(case: Case, data: st.DataObject) -> None:
-        _aim_at_stored_data(case, data, stocked)
-        statuses.append(case.call_and_validate(checks=CHECKS).status_code)
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy(mode), data=st.data())
+        def exchange(case: Case, data: st.DataObject) -> None:
+            _aim_at_stored_data(case, data, stocked)
+            statuses.append(case.call_and_validate(checks=CHECKS).status_code)
 
-    exchange()
-    if mode is GenerationMode.POSITIVE and (method, path) not in MAY_NEVER_SUCCEED:
-        assert any(200 <= status < 300 for status in statuses), f"no request succeeded: {sorted(set(statuses))}"
+        exchange()
+        if mode is GenerationMode.POSITIVE and (method, path) not in MAY_NEVER_SUCCEED:
+            assert any(200 <= status < 300 for status in statuses), f"no request succeeded: {sorted(set(statuses))}"
 
 
 def _aim_at_stored_data(case: Case, data: st.DataObject, stocked: Stocked) -> None:
@@ -181,9 +182,8 @@ class TestTheSpecIsServed:
         response = httpx.get(f"{stocked.url}/openapi.json", timeout=30)
         assert response.status_code == 200
         spec = response.json()
-        assert spec["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"} | {
-            "description": spec["components"]["securitySchemes"]["bearerAuth"]["description"]
-        }
+        scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+        assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
         assert spec["security"] == [{"bearerAuth": []}]
         assert spec["paths"]["/healthz"]["get"]["security"] == []
         assert spec["paths"]["/openapi.json"]["get"]["security"] == []
