@@ -81,3 +81,4 @@ def configure_logging(level: str) -> None:
     """Plain one-line records on standard error; Alembic's start-up chatter only at warning."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request of the CLI's client

@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     _storage_flags(create)
     create.add_argument("--name", required=True, help="what the token is for, e.g. 'ris-integration'")
     create.add_argument("--role", required=True, choices=("admin", "uploader", "viewer"), help="what it may do")
-    create.add_argument("--days", type=int, help="validity in days (default: until revoked)")
+    create.add_argument("--days", type=_validity_days, help="validity in days, 1 to 36500 (default: until revoked)")
     create.set_defaults(run=_create_token)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec", description=_openapi.__doc__)
@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
 
     add_import_command(commands)
     return parser
+
+
+def _validity_days(text: str) -> int:
+    days = int(text)
+    if not 1 <= days <= 36_500:
+        raise argparse.ArgumentTypeError(f"{days} is not between 1 and 36500 days")
+    return days
 
 
 def _storage_flags(parser: argparse.ArgumentParser) -> None:

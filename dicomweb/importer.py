@@ -95,7 +95,7 @@ def _run_import(args: argparse.Namespace) -> int:
             "webpacs import: a token is needed: --token T or WEBPACS_TOKEN (create one with 'webpacs token create')\n"
         )
         return 2
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # file names must stay whole, whatever the width
     summary = import_paths(args.paths, url=args.url, token=args.token, parallel=args.parallel, console=console)
     console.print(
         f"[bold]{summary.stored}[/bold] stored, [bold]{summary.already_present}[/bold] already present, "

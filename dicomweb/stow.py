@@ -24,6 +24,7 @@ from dicomweb.security import require
 from storage.dicom.failure_reasons import CANNOT_UNDERSTAND, ERROR_PROCESSING
 from storage.dicom.media_types import parse_content_type
 from storage.dicom.multipart import MultipartReader, Part, multipart_boundary
+from storage.dicom.uids import is_valid_uid
 from storage.errors import ArchiveError, InvalidInstance, InvalidMediaType, MalformedMultipart, MultipartLimitExceeded
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class _Failure:
 
 async def _store_instances(request: Request[Any, Any, Any], study_uid: str | None) -> Response[bytes]:
     context = app_context(request)
+    if study_uid is not None and not is_valid_uid(study_uid):
+        raise ClientException(f"{study_uid!r} in the URL is not a Study Instance UID (PS3.5 §9.1)")
     boundary = _checked_boundary(request, context)
     outcomes: dict[int, StoreResult | _Failure] = {}
     limiter = anyio.CapacityLimiter(_PARALLEL_STORES)

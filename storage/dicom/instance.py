@@ -6,7 +6,6 @@ never lives in RAM), which also proves the file is complete.
 
 from __future__ import annotations
 
-import re
 import struct
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
@@ -30,6 +29,7 @@ from storage.dicom.records import (
     SeriesAttributes,
     StudyAttributes,
 )
+from storage.dicom.uids import is_valid_uid
 from storage.errors import InvalidInstance
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["read_instance"]
 
-_UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _ITEM = 0xFFFEE000
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
@@ -163,7 +162,7 @@ def _required_uids(dataset: Dataset) -> tuple[str, str, str, str]:
         value = _text(dataset, keyword)
         if not value:
             raise InvalidInstance(f"the instance has no {keyword}", ERROR_PROCESSING)
-        if len(value) > 64 or not _UID_PATTERN.match(value):
+        if not is_valid_uid(value):
             raise InvalidInstance(
                 f"{keyword} {value!r} is not a valid UID (digits and dots, at most 64 characters)",
                 ERROR_PROCESSING,

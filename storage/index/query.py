@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from storage.dicom.uids import UID_MAX_LENGTH, is_valid_uid
 from storage.errors import InvalidQuery
 
 if TYPE_CHECKING:
@@ -178,8 +179,6 @@ class Query:
 
 
 _HEX_TAG: Final = re.compile(r"[0-9A-Fa-f]{8}")
-_UID: Final = re.compile(r"[0-9]+(?:\.[0-9]+)*")
-_UID_MAX_LENGTH: Final = 64  # PS3.5 §9.1
 _TIME: Final = re.compile(r"(?:[01]\d|2[0-3])(?:[0-5]\d(?:(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?")
 _DATE_LENGTH: Final = 8
 _MAX_COUNT: Final = 2**31 - 1  # limit and offset stay within every SQL integer type
@@ -328,10 +327,10 @@ def _parse_matcher(key: MatchingKey, value: str) -> Matcher:
 
 
 def _check_uid(what: str, uid: str) -> None:
-    if len(uid) > _UID_MAX_LENGTH or not _UID.fullmatch(uid):
+    if not is_valid_uid(uid):
         msg = (
             f"{what}: {uid!r} is not a UID (digits in dot-separated non-empty components, "
-            f"at most {_UID_MAX_LENGTH} characters, PS3.5 §9)"
+            f"at most {UID_MAX_LENGTH} characters, PS3.5 §9)"
         )
         raise InvalidQuery(msg)
 
