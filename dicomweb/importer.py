@@ -22,6 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from storage.dicom.multipart import MultipartWriter
+from storage.dicom.store_response import (
+    ERROR_COMMENT,
+    FAILED_SOP_SEQUENCE,
+    FAILURE_REASON,
+    REFERENCED_SOP_INSTANCE_UID,
+    REFERENCED_SOP_SEQUENCE,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -33,11 +40,6 @@ _PREAMBLE: Final = 128
 _BATCH_FILES: Final = 25
 _BATCH_BYTES: Final = 64 * 1024**2
 _QIDO_UID_CHUNK: Final = 100  # UIDs per "already present?" query, to keep URLs short
-_FAILED_SOP_SEQUENCE: Final = "00081198"
-_REFERENCED_SOP_SEQUENCE: Final = "00081199"
-_REFERENCED_SOP_INSTANCE_UID: Final = "00081155"
-_FAILURE_REASON: Final = "00081197"
-_ERROR_COMMENT: Final = "00000902"
 _MEDIA_STORAGE_DIRECTORY: Final = "1.2.840.10008.1.3.10"
 
 
@@ -265,11 +267,11 @@ def _send(client: httpx.Client, batch: list[_Source]) -> tuple[int, list[tuple[s
         return 0, [(source.label, reason) for source in batch]
     answer = response.json()
     by_uid = {source.sop_uid: source.label for source in batch}
-    stored = len(answer.get(_REFERENCED_SOP_SEQUENCE, {}).get("Value", []))
+    stored = len(answer.get(REFERENCED_SOP_SEQUENCE, {}).get("Value", []))
     failed = []
-    for item in answer.get(_FAILED_SOP_SEQUENCE, {}).get("Value", []):
-        uid = item.get(_REFERENCED_SOP_INSTANCE_UID, {}).get("Value", [""])[0]
-        comment = item.get(_ERROR_COMMENT, {}).get("Value", [""])[0]
-        code = item.get(_FAILURE_REASON, {}).get("Value", [0])[0]
+    for item in answer.get(FAILED_SOP_SEQUENCE, {}).get("Value", []):
+        uid = item.get(REFERENCED_SOP_INSTANCE_UID, {}).get("Value", [""])[0]
+        comment = item.get(ERROR_COMMENT, {}).get("Value", [""])[0]
+        code = item.get(FAILURE_REASON, {}).get("Value", [0])[0]
         failed.append((by_uid.get(uid, uid or "a file of the batch"), f"{comment} (failure reason 0x{code:04X})"))
     return stored, failed

@@ -24,6 +24,15 @@ from dicomweb.security import require
 from storage.dicom.failure_reasons import CANNOT_UNDERSTAND, ERROR_PROCESSING
 from storage.dicom.media_types import parse_content_type
 from storage.dicom.multipart import MultipartReader, Part, multipart_boundary
+from storage.dicom.store_response import (
+    ERROR_COMMENT,
+    FAILED_SOP_SEQUENCE,
+    FAILURE_REASON,
+    REFERENCED_SOP_CLASS_UID,
+    REFERENCED_SOP_INSTANCE_UID,
+    REFERENCED_SOP_SEQUENCE,
+    RETRIEVE_URL,
+)
 from storage.dicom.uids import is_valid_uid
 from storage.errors import ArchiveError, InvalidInstance, InvalidMediaType, MalformedMultipart, MultipartLimitExceeded
 
@@ -41,16 +50,6 @@ _DICOM: Final = "application/dicom"
 # Parts stored at once per request: some parse while others wait for their fsync.
 _PARALLEL_STORES: Final = 4
 _BLOCK: Final = 1024 * 1024
-
-# DICOM JSON tags of the Store Instances response (PS3.18 §10.5.3, Table 10.5.3-2).
-_RETRIEVE_URL: Final = "00081190"
-_FAILED_SOP_SEQUENCE: Final = "00081198"
-_REFERENCED_SOP_SEQUENCE: Final = "00081199"
-_REFERENCED_SOP_CLASS_UID: Final = "00081150"
-_REFERENCED_SOP_INSTANCE_UID: Final = "00081155"
-_FAILURE_REASON: Final = "00081197"
-_WARNING_REASON: Final = "00081196"
-_ERROR_COMMENT: Final = "00000902"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +176,13 @@ def _store_response(
     answer: dict[str, Any] = {}
     studies = {result.study_uid for result in stored}
     if study_uid is not None or len(studies) == 1:
-        answer[_RETRIEVE_URL] = _url(f"{base}/studies/{study_uid or next(iter(studies))}")
+        answer[RETRIEVE_URL] = _url(f"{base}/studies/{study_uid or next(iter(studies))}")
     if stored:
-        answer[_REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_referenced_item(base, result) for result in stored]}
+        answer[REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_referenced_item(base, result) for result in stored]}
     if failed:
-        answer[_FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_failed_item(failure) for failure in failed]}
+        answer[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_failed_item(failure) for failure in failed]}
     if body_error is not None:
-        answer[_ERROR_COMMENT] = {"vr": "LO", "Value": [body_error]}
+        answer[ERROR_COMMENT] = {"vr": "LO", "Value": [body_error]}
     status = (202 if failed or body_error is not None else 200) if stored else 400 if body_error is not None else 409
     for failure in failed:
         log.info("STOW part %d not stored: %s", failure.part, failure.comment)
@@ -197,21 +196,21 @@ def _url(value: str) -> dict[str, Any]:
 
 def _referenced_item(base: str, result: StoreResult) -> dict[str, Any]:
     return {
-        _REFERENCED_SOP_CLASS_UID: {"vr": "UI", "Value": [result.sop_class_uid]},
-        _REFERENCED_SOP_INSTANCE_UID: {"vr": "UI", "Value": [result.sop_uid]},
-        _RETRIEVE_URL: _url(f"{base}/studies/{result.study_uid}/series/{result.series_uid}/instances/{result.sop_uid}"),
+        REFERENCED_SOP_CLASS_UID: {"vr": "UI", "Value": [result.sop_class_uid]},
+        REFERENCED_SOP_INSTANCE_UID: {"vr": "UI", "Value": [result.sop_uid]},
+        RETRIEVE_URL: _url(f"{base}/studies/{result.study_uid}/series/{result.series_uid}/instances/{result.sop_uid}"),
     }
 
 
 def _failed_item(failure: _Failure) -> dict[str, Any]:
     item: dict[str, Any] = {}
     if failure.sop_class_uid:
-        item[_REFERENCED_SOP_CLASS_UID] = {"vr": "UI", "Value": [failure.sop_class_uid]}
+        item[REFERENCED_SOP_CLASS_UID] = {"vr": "UI", "Value": [failure.sop_class_uid]}
     if failure.sop_instance_uid:
-        item[_REFERENCED_SOP_INSTANCE_UID] = {"vr": "UI", "Value": [failure.sop_instance_uid]}
-    item[_FAILURE_REASON] = {"vr": "US", "Value": [failure.reason]}
+        item[REFERENCED_SOP_INSTANCE_UID] = {"vr": "UI", "Value": [failure.sop_instance_uid]}
+    item[FAILURE_REASON] = {"vr": "US", "Value": [failure.reason]}
     # Not a PS3.18 attribute of the item, but what every client shows a person: the reason in words.
-    item[_ERROR_COMMENT] = {"vr": "LO", "Value": [failure.comment]}
+    item[ERROR_COMMENT] = {"vr": "LO", "Value": [failure.comment]}
     return item
 
 

@@ -15,6 +15,13 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from storage.dicom.multipart import MultipartReader, MultipartWriter, multipart_boundary
+from storage.dicom.store_response import (
+    FAILED_SOP_SEQUENCE,
+    FAILURE_REASON,
+    REFERENCED_SOP_INSTANCE_UID,
+    REFERENCED_SOP_SEQUENCE,
+    WARNING_REASON,
+)
 from storage.errors import MalformedMultipart, MultipartLimitExceeded
 
 if TYPE_CHECKING:
@@ -35,13 +42,6 @@ __all__ = [
 
 _DICOM_JSON: Final = "application/dicom+json"
 _CHUNK: Final = 1024 * 1024
-
-# STOW-RS response attributes (PS3.18 §10.5.3, Table 10.5.3-1).
-_REFERENCED_SOP_SEQUENCE: Final = "00081199"
-_FAILED_SOP_SEQUENCE: Final = "00081198"
-_REFERENCED_SOP_INSTANCE_UID: Final = "00081155"
-_FAILURE_REASON: Final = "00081197"
-_WARNING_REASON: Final = "00081196"
 
 
 class BridgeError(Exception):
@@ -251,15 +251,15 @@ def _parse_stow_response(response: httpx.Response) -> dict[str, StoredInstance]:
         return {}
     body = response.json()
     verdicts: dict[str, StoredInstance] = {}
-    for item in _items(body, _FAILED_SOP_SEQUENCE):
-        uid = _first(item, _REFERENCED_SOP_INSTANCE_UID)
+    for item in _items(body, FAILED_SOP_SEQUENCE):
+        uid = _first(item, REFERENCED_SOP_INSTANCE_UID)
         if isinstance(uid, str):
-            reason = _first(item, _FAILURE_REASON)
+            reason = _first(item, FAILURE_REASON)
             verdicts[uid] = StoredInstance(stored=False, reason=reason if isinstance(reason, int) else None)
-    for item in _items(body, _REFERENCED_SOP_SEQUENCE):
-        uid = _first(item, _REFERENCED_SOP_INSTANCE_UID)
+    for item in _items(body, REFERENCED_SOP_SEQUENCE):
+        uid = _first(item, REFERENCED_SOP_INSTANCE_UID)
         if isinstance(uid, str):
-            reason = _first(item, _WARNING_REASON)
+            reason = _first(item, WARNING_REASON)
             verdicts[uid] = StoredInstance(stored=True, reason=reason if isinstance(reason, int) else None)
     return verdicts
 
