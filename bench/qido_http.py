@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import create_engine, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import start_server, stop_server
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(_REPO)]  # the packages first: tests/storage must not shadow storage
+sys.path.append(str(_REPO / "tests"))
+from conftest import start_server, stop_server  # noqa: E402 - after the sys.path set-up above
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -24,10 +24,12 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import start_server, stop_server
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(_REPO)]  # the packages first: tests/storage must not shadow storage
+sys.path.append(str(_REPO / "tests"))
+from conftest import start_server, stop_server  # noqa: E402 - after the sys.path set-up above
 
-from storage.dicom.multipart import MultipartWriter
+from storage.dicom.multipart import MultipartWriter  # noqa: E402 - after the sys.path set-up above
 
 CHUNK = 1024 * 1024
 
