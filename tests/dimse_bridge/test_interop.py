@@ -297,7 +297,7 @@ class TestFind:
         assert sorted(int(r.InstanceNumber) for r in responses) == [1, 2, 3]
         assert all(r.PatientID == find_data["patient"] for r in responses)
 
-    def test_findscu_cancel_stops_the_responses(self, bridge: RunningBridge, large_study: str) -> None:
+    def test_findscu_cancel_stops_the_responses(self, paged_bridge: RunningBridge, large_study: str) -> None:
         result = run(
             "findscu",
             "-v",
@@ -313,7 +313,7 @@ class TestFind:
             "-k",
             "SOPInstanceUID",
             "127.0.0.1",
-            str(bridge.port),
+            str(paged_bridge.port),
         )
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
@@ -321,13 +321,19 @@ class TestFind:
         assert output.count("(Pending)") < 40
 
 
+@pytest.fixture
+def paged_bridge(live_server: LiveServer, tmp_path: Path) -> Iterator[RunningBridge]:
+    """A bridge reading QIDO-RS 2 results a page, so matches keep coming while a C-CANCEL travels.
+
+    With one page for all 40 matches, every Pending response can leave before the peer's C-CANCEL
+    arrives, and the test would depend on timing.
+    """
+    running = start_bridge(live_server, tmp_path, "--accept-unregistered", "--qido-page-size", "2")
+    yield running
+    stop(running.process)
+
+
 class TestCancelWithPynetdicom:
-    @pytest.fixture
-    def paged_bridge(self, live_server: LiveServer, tmp_path: Path) -> Iterator[RunningBridge]:
-        """A bridge reading QIDO-RS 4 results a page, so matches keep coming while a C-CANCEL travels."""
-        running = start_bridge(live_server, tmp_path, "--accept-unregistered", "--qido-page-size", "4")
-        yield running
-        stop(running.process)
 
     def test_c_find_cancelled_after_the_first_match_ends_with_cancel(
         self, paged_bridge: RunningBridge, large_study: str
