@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_context", "configure_logging", "create_app", "create_app_from_env"]
 
-log = logging.getLogger(__name__)
-
 
 def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
     """Open the index and the blob store named by `settings` (the schema must be migrated)."""
