@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 log = logging.getLogger("webpacs")
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _DESCRIPTION = """\
 webpacs: a DICOMweb PACS (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) with a DIMSE bridge.
@@ -224,8 +228,15 @@ class _BridgeLauncher:
             "WEBPACS_BRIDGE_AE_TITLE": self._settings.bridge_ae_title,
             "WEBPACS_BRIDGE_PORT": str(self._settings.bridge_port),
         }
-        self._process = subprocess.Popen([sys.executable, "-m", "dimse_bridge"], env=environment)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "dimse_bridge"], env=environment, preexec_fn=_die_with_parent
+        )
         log.info("DIMSE bridge started (AE %s, port %d)", self._settings.bridge_ae_title, self._settings.bridge_port)
+        # This thread stays until the bridge ends: the kernel's parent-death signal follows the
+        # thread that started the child, not the process.
+        code = self._process.wait()
+        if not self._stopping.is_set():
+            log.error("the DIMSE bridge exited with status %d; see its messages above", code)
 
     def _bridge_token(self) -> str:
         """The bridge's token, kept in the data folder (mode 0600) and minted on first start."""
@@ -253,6 +264,15 @@ class _BridgeLauncher:
                 self._process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self._process.kill()
+
+
+def _die_with_parent() -> None:
+    """In the bridge child: get SIGTERM when `webpacs serve` dies, even by SIGKILL (Linux prctl).
+
+    Otherwise an orphaned bridge would keep the DICOM port and answer C-ECHO for a dead server.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ set -eu
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 bin="$repo/.venv/bin"
 state=${WEBPACS_PEER_STATE:-/tmp/webpacs-peer}
+for port in 8080 11112; do
+  if ss -ltn "sport = :$port" | grep -q LISTEN; then
+    echo "port $port is taken: stop what listens there first (bench/peer/stop.sh)" >&2; exit 1
+  fi
+done
 rm -rf "$state" && mkdir -p "$state"
 export WEBPACS_DATA_DIR="$state/var"
 export WEBPACS_BRIDGE_ACCEPT_UNREGISTERED=${WEBPACS_BRIDGE_ACCEPT_UNREGISTERED:-false}

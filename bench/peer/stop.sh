@@ -7,6 +7,5 @@ kill "$pid" 2>/dev/null
 i=0
 while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
 kill -9 "$pid" 2>/dev/null
-pkill -f "python -m dimse_bridge" 2>/dev/null
 rm -f "$state/pid"
 echo "webpacs stopped"
