@@ -334,7 +334,6 @@ def paged_bridge(live_server: LiveServer, tmp_path: Path) -> Iterator[RunningBri
 
 
 class TestCancelWithPynetdicom:
-
     def test_c_find_cancelled_after_the_first_match_ends_with_cancel(
         self, paged_bridge: RunningBridge, large_study: str
     ) -> None:
