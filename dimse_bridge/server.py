@@ -178,8 +178,11 @@ def screen_association_request(event: Event, registry: NodeRegistry, activities:
         return
     if not registry.accepts(str(request.calling_ae_title)):
         # PS3.8 §9.3.4: rejected-permanent, service-user, calling AE title not recognized.
-        event.assoc.acse.send_reject(0x01, 0x01, 0x03)
         activities.set_outcome(event.assoc, "rejected (calling AE not registered)")
+        event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+        # As pynetdicom's own rejections do: wait until the DUL has sent the A-ASSOCIATE-RJ, or
+        # the socket closes first and the peer sees an abort instead of the reason.
+        event.assoc.kill()
         return
     for context in request.presentation_context_definition_list:
         usable: list[str | bytes | UID] = [

@@ -649,6 +649,9 @@ class TestRegisteredCallersOnly:
         self, strict_bridge: RunningBridge, live_server: LiveServer
     ) -> None:
         assert not echo_ok(strict_bridge.port, calling="STRANGER")
+        result = run("echoscu", "-aet", "STRANGER", "-aec", "WEBPACS", "127.0.0.1", str(strict_bridge.port))
+        # PS3.8 §9.3.4: an A-ASSOCIATE-RJ naming the reason, not an abort.
+        assert "Calling AE Title Not Recognized" in result.stdout + result.stderr
         register(live_server, "KNOWNCT", 104)
         assert echo_ok(strict_bridge.port, calling="KNOWNCT")
 
