@@ -369,10 +369,14 @@ class _FakeAssociation:
             primitive=types.SimpleNamespace(calling_ae_title=calling, presentation_context_definition_list=contexts)
         )
         self.rejected: tuple[int, int, int] | None = None
+        self.killed = False
         self.acse = types.SimpleNamespace(send_reject=self._reject)
 
     def _reject(self, result: int, source: int, diagnostic: int) -> None:
         self.rejected = (result, source, diagnostic)
+
+    def kill(self) -> None:
+        self.killed = self.rejected is not None  # only after the A-ASSOCIATE-RJ was queued
 
 
 class TestAssociationRequest:
@@ -386,6 +390,7 @@ class TestAssociationRequest:
         assoc = _FakeAssociation("STRANGER", [])
         screen_association_request(types.SimpleNamespace(assoc=assoc), self._registry(False), ActivityLog())  # type: ignore[arg-type]
         assert assoc.rejected == (0x01, 0x01, 0x03)
+        assert assoc.killed
 
     def test_registered_caller_is_not_rejected(self) -> None:
         assoc = _FakeAssociation("CT1", [])
