@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
+from auth.errors import InvalidToken
 from dicomweb.app import configure_logging
 from dicomweb.settings import Settings, SettingsError
 
@@ -200,7 +201,7 @@ def _export(settings: Settings) -> None:
 class _BridgeLauncher:
     """Starts `webpacs-bridge` once the HTTP server answers, and stops it with the server."""
 
-    def __init__(self, settings: Settings, tokens: object) -> None:
+    def __init__(self, settings: Settings, tokens: TokenService) -> None:
         self._settings = settings
         self._tokens = tokens
         self._process: subprocess.Popen[bytes] | None = None
@@ -240,18 +241,15 @@ class _BridgeLauncher:
 
     def _bridge_token(self) -> str:
         """The bridge's token, kept in the data folder (mode 0600) and minted on first start."""
-        from auth.errors import InvalidToken
-
-        tokens: TokenService = self._tokens  # type: ignore[assignment]
         path = self._settings.data_dir / "bridge.token"
         if path.exists():
             token = path.read_text().strip()
             try:
-                tokens.verify(token)
+                self._tokens.verify(token)
                 return token
             except InvalidToken:
                 log.warning("the stored bridge token is no longer valid; minting a new one")
-        token = tokens.create("dimse-bridge", "admin")
+        token = self._tokens.create("dimse-bridge", "admin")
         path.touch(mode=0o600)
         path.write_text(token)
         return token

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +88,6 @@ class Settings:
             raise SettingsError(f"WEBPACS_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error")
         if not 1 <= len(self.bridge_ae_title) <= 16:
             raise SettingsError("WEBPACS_BRIDGE_AE_TITLE must have 1 to 16 characters (PS3.5 AE VR)")
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some values replaced, validated."""
-        settings = replace(self, **changes)
-        settings.validate()
-        return settings
 
 
 def _convert(variable: str, raw: str, default: Any) -> Any:

@@ -146,8 +146,7 @@ def _load(archive: Archive, planned: _Planned) -> bytes | None:
     if planned.frame is not None:
         return _frame_bytes(archive, stored, planned.frame, target)
     if target != stored.transfer_syntax_uid:
-        with archive.local_file(stored) as path:
-            return to_explicit_little_endian(path)
+        return _decompressed(archive, stored)
     if stored.size > _WHOLE_READ_LIMIT:
         return None
     return archive.blobs.read_range(stored.blob_key, 0, stored.size)
@@ -160,11 +159,13 @@ async def instance_body(archive: Archive, stored: StoredInstance, transfer_synta
             yield chunk
         return
 
-    def convert() -> bytes:
-        with archive.local_file(stored) as path:
-            return to_explicit_little_endian(path)
+    yield await anyio.to_thread.run_sync(_decompressed, archive, stored)
 
-    yield await anyio.to_thread.run_sync(convert)
+
+def _decompressed(archive: Archive, stored: StoredInstance) -> bytes:
+    """The instance re-encoded as Explicit VR Little Endian (the only conversion offered so far)."""
+    with archive.local_file(stored) as path:
+        return to_explicit_little_endian(path)
 
 
 async def _blob_chunks(archive: Archive, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
