@@ -6,12 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck imports unit setup system-packages openapi bench clean
+.PHONY: serve test lint typecheck imports unit setup system-packages viewer openapi bench clean
 
-serve: setup
+serve: setup viewer
 	$(BIN)/webpacs serve
 
-test: setup system-packages lint typecheck imports unit
+test: setup system-packages viewer lint typecheck imports unit
 
 setup: $(STAMP)
 
@@ -26,6 +26,18 @@ system-packages:
 	@command -v storescu >/dev/null 2>&1 || { \
 	  echo "installing DCMTK (Debian package dcmtk)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null; }
+	@# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium (Debian package chromium)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The OHIF viewer served at /viewer/: a pinned prebuilt @ohif/app from the npm registry, rebased
+# to /viewer/ (never committed; a no-op when already installed). Needs npm.
+viewer: setup
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing npm (Debian package npm)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	@$(BIN)/python ui/install_viewer.py
 
 lint: setup
 	$(BIN)/ruff check .
@@ -44,4 +56,4 @@ openapi: setup
 	$(BIN)/webpacs openapi --output openapi/webpacs.yaml
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache ui/viewer-dist

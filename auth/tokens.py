@@ -15,16 +15,17 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
-from auth.errors import InvalidToken, UnknownRole
-from auth.models import ApiToken
+from auth.errors import InvalidToken
+from auth.models import ApiToken, aware
 from auth.principals import Principal, Role
+from auth.users import parse_role
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["TokenService"]
+__all__ = ["TOKEN_PREFIX", "TokenService"]
 
-_TOKEN_PREFIX = "wp_"  # noqa: S105 - a recognisable prefix, not a secret
+TOKEN_PREFIX = "wp_"  # noqa: S105 - a recognisable prefix, not a secret
 _table = ApiToken.__table__  # type: ignore[attr-defined]
 
 
@@ -45,24 +46,23 @@ class TokenService:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
-    def create(self, name: str, role: str, *, valid_days: int | None = None) -> str:
+    def create(self, name: str, role: str, *, valid_days: int | None = None, user_id: int | None = None) -> str:
         """Mint a token and return it; only its digest is kept.
 
+        A personal token (`user_id` given) acts with its user's current role and study filter.
+
         Raises:
-            UnknownRole: `role` is not admin, uploader or viewer.
+            UnknownRole: `role` is not a defined role.
         """
-        try:
-            checked_role = Role(role)
-        except ValueError as exc:
-            allowed = ", ".join(r.value for r in Role)
-            raise UnknownRole(f"role {role!r} is unknown; use one of: {allowed}") from exc
-        token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
+        checked_role = parse_role(role)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self._engine.begin() as connection:
             connection.execute(
                 _table.insert().values(
                     name=name,
                     role=checked_role.value,
+                    user_id=user_id,
                     token_hash=_digest(token),
                     created_at=now,
                     expires_at=None if valid_days is None else now + timedelta(days=valid_days),
@@ -86,32 +86,37 @@ class TokenService:
             row = connection.execute(select(_table).where(_table.c.token_hash == digest)).first()
         if row is None or row.revoked_at is not None:
             raise InvalidToken("the bearer token is unknown or revoked; ask an admin for a new one")
-        if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
+        if row.expires_at is not None and aware(row.expires_at) <= datetime.now(UTC):
             raise InvalidToken("the bearer token has expired; ask an admin for a new one")
-        principal = Principal(name=row.name, role=Role(row.role), token_id=row.id)
+        principal = Principal(name=row.name, role=Role(row.role), token_id=row.id, user_id=row.user_id)
         self._touch(row.id)
         with self._lock:
             self._cache[digest] = (now + self._cache_seconds, principal)
         return principal
 
-    def list(self) -> list[dict[str, object]]:
-        """Every token's public facts (never the token or its digest)."""
+    def list(self, user_id: int | None = None) -> list[dict[str, object]]:
+        """Every token's public facts (never the token or its digest), or those of one user."""
         columns = [
-            _table.c[name] for name in ("id", "name", "role", "created_at", "expires_at", "last_used_at", "revoked_at")
+            _table.c[name]
+            for name in ("id", "name", "role", "user_id", "created_at", "expires_at", "last_used_at", "revoked_at")
         ]
+        query = select(*columns).order_by(_table.c.id)
+        if user_id is not None:
+            query = query.where(_table.c.user_id == user_id)
         with self._engine.connect() as connection:
-            rows = connection.execute(select(*columns).order_by(_table.c.id))
+            rows = connection.execute(query)
             return [
-                {key: _aware(value) if isinstance(value, datetime) else value for key, value in row._mapping.items()}
+                {key: aware(value) if isinstance(value, datetime) else value for key, value in row._mapping.items()}
                 for row in rows
             ]
 
-    def revoke(self, token_id: int) -> bool:
-        """Revoke a token by id; False when there is no such token."""
+    def revoke(self, token_id: int, user_id: int | None = None) -> bool:
+        """Revoke a token by id (only among `user_id`'s when given); False when there is no such token."""
+        query = update(_table).where(_table.c.id == token_id)
+        if user_id is not None:
+            query = query.where(_table.c.user_id == user_id)
         with self._engine.begin() as connection:
-            result = connection.execute(
-                update(_table).where(_table.c.id == token_id).values(revoked_at=datetime.now(UTC))
-            )
+            result = connection.execute(query.values(revoked_at=datetime.now(UTC)))
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if v[1].token_id != token_id}
         return bool(result.rowcount)
@@ -120,8 +125,3 @@ class TokenService:
         # Written on cache misses only, so at most once per cache period per token per worker.
         with self._engine.begin() as connection:
             connection.execute(update(_table).where(_table.c.id == token_id).values(last_used_at=datetime.now(UTC)))
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes; they were written in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

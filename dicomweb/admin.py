@@ -56,6 +56,7 @@ class TokenInfo:
     id: int
     name: str
     role: Role
+    user_id: int | None  # set for a user's personal token
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
@@ -83,7 +84,7 @@ class Status:
 )
 async def create_token(request: Request[Any, Any, Any], data: TokenRequest) -> MintedToken:
     """Mint an API token (admin only)."""
-    tokens = app_context(request).tokens
+    tokens = app_context(request).access.tokens
     token = await anyio.to_thread.run_sync(lambda: tokens.create(data.name, data.role, valid_days=data.valid_days))
     return MintedToken(token=token, name=data.name, role=data.role)
 
@@ -98,7 +99,7 @@ async def create_token(request: Request[Any, Any, Any], data: TokenRequest) -> M
 )
 async def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
     """Every API token's public facts (admin only)."""
-    rows = await anyio.to_thread.run_sync(app_context(request).tokens.list)
+    rows = await anyio.to_thread.run_sync(app_context(request).access.tokens.list)
     return [TokenInfo(**row) for row in rows]  # type: ignore[arg-type]
 
 
@@ -112,16 +113,17 @@ async def list_tokens(request: Request[Any, Any, Any]) -> list[TokenInfo]:
 )
 async def revoke_token(request: Request[Any, Any, Any], token_id: Annotated[int, Parameter(ge=1, le=_MAX_ID)]) -> None:
     """Revoke a token (admin only); it stops working within seconds."""
-    if not await anyio.to_thread.run_sync(app_context(request).tokens.revoke, token_id):
+    if not await anyio.to_thread.run_sync(app_context(request).access.tokens.revoke, token_id):
         raise NotFoundException(f"there is no token with id {token_id}")
 
 
 @get(
     "/api/status",
+    guards=[admin_only],
     tags=["admin"],
     operation_id="GetStatus",
     summary="Archive status",
-    responses=problems(401),
+    responses=problems(401, 403),
 )
 async def status(request: Request[Any, Any, Any]) -> Status:
     """Counts of what the archive holds, and the server version."""

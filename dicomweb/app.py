@@ -7,21 +7,32 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from auth.tokens import TokenService
+from auth.access import AccessControl
+from auth.oidc import OidcVerifier
 from dicomweb.admin import ADMIN_HANDLERS
+from dicomweb.audit_log import AUDIT_HANDLERS
+from dicomweb.audit_trail import AuditTrail
+from dicomweb.changes import CHANGE_HANDLERS
 from dicomweb.context import AppContext, refuse_nul
 from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.nodes import DICOM_NODES_ROUTER
 from dicomweb.openapi import openapi_config
 from dicomweb.qido import QIDO_HANDLERS
+from dicomweb.rendered import RENDERED_HANDLERS
 from dicomweb.request_log import RequestLog
 from dicomweb.security import authentication
+from dicomweb.sessions import SESSION_HANDLERS
 from dicomweb.settings import Settings
+from dicomweb.share_links import SHARE_LINK_HANDLERS
 from dicomweb.stow import STOW_HANDLERS
+from dicomweb.ui import ui_routes
+from dicomweb.users import USERS_ROUTER
+from dicomweb.visibility import VisibleStudies
 from dicomweb.wado import WADO_HANDLERS
 from dicomweb.wado_uri import WADO_URI_HANDLERS
 from storage.archive import Archive
@@ -38,8 +49,40 @@ __all__ = ["build_context", "configure_logging", "create_app", "create_app_from_
 def build_context(settings: Settings, engine: Engine | None = None) -> AppContext:
     """Open the index and the blob store named by `settings` (the schema must be migrated)."""
     engine = engine or open_engine(settings.effective_database_url)
-    archive = Archive(Index(engine), open_blob_store(settings.effective_blob_url))
-    return AppContext(settings=settings, archive=archive, tokens=TokenService(engine), engine=engine)
+    archive = Archive(
+        Index(engine),
+        open_blob_store(settings.effective_blob_url, s3=settings.s3_options()),
+        compression=settings.compression_policy(),
+    )
+    access = AccessControl.open(engine, oidc=open_oidc(settings))
+    return AppContext(
+        settings=settings,
+        archive=archive,
+        access=access,
+        visible_studies=VisibleStudies(archive.index),
+        engine=engine,
+    )
+
+
+def open_oidc(settings: Settings) -> OidcVerifier | None:
+    """The identity-provider verifier, when WEBPACS_OIDC_ISSUER is set."""
+    oidc = settings.oidc_settings()
+    return None if oidc is None else OidcVerifier(oidc)
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """Cross-origin access for a viewer on another origin; none unless WEBPACS_CORS_ORIGINS lists some."""
+    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        expose_headers=["Warning", "Content-Location", "X-Request-ID", "Retry-After"],
+        allow_credentials=False,  # bearer tokens, never cookies
+        max_age=600,
+    )
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -50,14 +93,24 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             *QIDO_HANDLERS,
             *WADO_HANDLERS,
+            *RENDERED_HANDLERS,
             *STOW_HANDLERS,
             *WADO_URI_HANDLERS,
             *DELETE_HANDLERS,
             *ADMIN_HANDLERS,
+            *CHANGE_HANDLERS,
             DICOM_NODES_ROUTER,
+            *SESSION_HANDLERS,
+            USERS_ROUTER,
+            *SHARE_LINK_HANDLERS,
+            *AUDIT_HANDLERS,
+            *ui_routes(settings),
         ],
         dependencies={"engine": Provide(lambda: context.engine, sync_to_thread=False)},
-        middleware=[RequestLog(), authentication()],
+        # The audit trail sits outside authentication, so that refused requests are recorded too.
+        middleware=[RequestLog(), AuditTrail(), authentication()],
+        cors_config=cors_config(settings),
+        on_shutdown=[context.access.audit.flush],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=refuse_nul,
         state=State({"context": context}),

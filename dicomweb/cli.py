@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
-from auth.errors import InvalidToken
+from auth.errors import InvalidToken, UnknownUser
+from auth.principals import Role
 from dicomweb.app import configure_logging
 from dicomweb.settings import Settings, SettingsError
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from auth.tokens import TokenService
 
-__all__ = ["main"]
+__all__ = ["main", "prepared_settings", "storage_flags"]
 
 log = logging.getLogger("webpacs")
 
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the PACS: HTTP server and DIMSE bridge", description=_serve.__doc__)
-    _storage_flags(serve)
+    storage_flags(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
     serve.add_argument("--workers", type=int, help="HTTP worker processes (default 1; use PostgreSQL for more)")
@@ -75,14 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema", description=_migrate.__doc__)
-    _storage_flags(migrate)
+    storage_flags(migrate)
     migrate.set_defaults(run=_migrate)
 
     token = commands.add_parser("token", help="manage API tokens").add_subparsers(required=True, metavar="ACTION")
     create = token.add_parser("create", help="mint an API token and print it", description=_create_token.__doc__)
-    _storage_flags(create)
+    storage_flags(create)
     create.add_argument("--name", required=True, help="what the token is for, e.g. 'ris-integration'")
-    create.add_argument("--role", required=True, choices=("admin", "uploader", "viewer"), help="what it may do")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role], help="what it may do")
+    create.add_argument("--user", help="make it a personal token of this user (acts with the user's role and filter)")
     create.add_argument("--days", type=_validity_days, help="validity in days, 1 to 36500 (default: until revoked)")
     create.set_defaults(run=_create_token)
 
@@ -97,16 +99,23 @@ def _parser() -> argparse.ArgumentParser:
     openapi.set_defaults(run=_openapi)
 
     sweep = commands.add_parser("sweep", help="remove stored-but-never-indexed blobs", description=_sweep.__doc__)
-    _storage_flags(sweep)
+    storage_flags(sweep)
     sweep.add_argument(
-        "--grace", type=float, default=3600, help="skip blobs younger than this many seconds (default 3600)"
+        "--grace",
+        type=float,
+        default=3600,
+        help="spare blobs a store journaled less than this many seconds ago (default 3600)",
     )
     sweep.add_argument("--all", action="store_true", help="look at every blob, not only the last two days'")
     sweep.set_defaults(run=_sweep)
 
     from dicomweb.importer import add_import_command
+    from dicomweb.migrate_storage import add_migrate_storage_command
+    from dicomweb.user_commands import add_user_command
 
     add_import_command(commands)
+    add_user_command(commands)
+    add_migrate_storage_command(commands)
     return parser
 
 
@@ -117,7 +126,8 @@ def _validity_days(text: str) -> int:
     return days
 
 
-def _storage_flags(parser: argparse.ArgumentParser) -> None:
+def storage_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that locate the archive (data folder, database, blobs)."""
     parser.add_argument("--data-dir", type=Path, help="folder for the embedded database and blobs (default ./var)")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql+psycopg://user@host/db")
     parser.add_argument("--blob-url", help="folder path (or file:///path) for instance files")
@@ -139,6 +149,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**{name: getattr(args, name, None) for name in names})
 
 
+def prepared_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command's flags, with the data folder and schema made ready."""
+    settings = _settings(args)
+    _prepare(settings)
+    return settings
+
+
 def _prepare(settings: Settings) -> None:
     """Create the data folder and bring the schema up to date."""
     from storage.index.database import migrate
@@ -152,18 +169,23 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dicomweb.app import build_context
+    from dicomweb.user_commands import create_initial_admin
 
     settings = _settings(args)
     _prepare(settings)
     context = build_context(settings)
-    # Before any worker runs, this host writes nothing: unreferenced recent blobs are crash orphans.
-    removed = context.archive.sweep_orphans(grace_seconds=settings.sweep_grace_seconds)
+    create_initial_admin(settings, context.access.users)
+    problems = context.archive.readiness_problems()
+    if "blobs" in problems:  # a missing bucket or refused credentials stop the start, not the first upload
+        raise SettingsError(f"WEBPACS_BLOB_URL={settings.effective_blob_url}: {problems['blobs']}")
+    # Before any worker runs, this host writes nothing: its own journaled blobs are its previous run's.
+    removed = context.archive.sweep_orphans(grace_seconds=settings.sweep_grace_seconds, after_restart=True)
     # Parts spooled by requests that the previous process never finished.
     shutil.rmtree(context.archive.blobs.staging_dir(), ignore_errors=True)
     if removed:
         log.warning("removed %d orphaned blob(s) left by an interrupted store", removed)
     _export(settings)
-    bridge = _BridgeLauncher(settings, context.tokens) if settings.bridge else None
+    bridge = _BridgeLauncher(settings, context.access.tokens) if settings.bridge else None
     if bridge is not None:
         bridge.start()
     log.info("webpacs on http://%s:%d (DICOMweb at /dicomweb)", settings.host, settings.port)
@@ -249,7 +271,7 @@ class _BridgeLauncher:
                 return token
             except InvalidToken:
                 log.warning("the stored bridge token is no longer valid; minting a new one")
-        token = self._tokens.create("dimse-bridge", "admin")
+        token = self._tokens.create("dimse-bridge", Role.SERVICE.value)
         path.touch(mode=0o600)
         path.write_text(token)
         return token
@@ -285,9 +307,15 @@ def _create_token(args: argparse.Namespace) -> int:
     """Mint an API token with a role and print only the token (it is shown once, stored hashed)."""
     from dicomweb.app import build_context
 
-    settings = _settings(args)
-    _prepare(settings)
-    token = build_context(settings).tokens.create(args.name, args.role, valid_days=args.days)
+    access = build_context(prepared_settings(args)).access
+    user_id = None
+    if args.user:
+        try:
+            user_id = access.users.get(args.user).id
+        except UnknownUser as exc:
+            sys.stderr.write(f"webpacs: {exc}; create it with 'webpacs user create'\n")
+            return 1
+    token = access.tokens.create(args.name, args.role, valid_days=args.days, user_id=user_id)
     print(token)  # noqa: T201
     return 0
 

@@ -8,8 +8,9 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import Engine
 
-from auth.tokens import TokenService
+from auth.access import AccessControl
 from dicomweb.settings import Settings
+from dicomweb.visibility import VisibleStudies
 from storage.archive import Archive
 from storage.errors import InvalidQuery
 
@@ -28,7 +29,8 @@ class AppContext:
 
     settings: Settings
     archive: Archive
-    tokens: TokenService
+    access: AccessControl
+    visible_studies: VisibleStudies
     engine: Engine
 
 

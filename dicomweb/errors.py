@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Any, Final
 from litestar import Response
 from litestar.exceptions import HTTPException
 
-from auth.errors import AuthError, InvalidToken, UnknownRole
+from auth.errors import (
+    AuthError,
+    DuplicateUser,
+    IdentityProviderUnavailable,
+    InvalidCredentials,
+    InvalidToken,
+    InvalidUser,
+    TooManyAttempts,
+    UnknownRole,
+    UnknownShareLink,
+    UnknownUser,
+)
 from storage.errors import (
     ArchiveError,
     BlobError,
@@ -41,7 +52,14 @@ _STATUS_BY_ERROR: Final[tuple[tuple[type[Exception], int], ...]] = (
     (InvalidInstance, 409),
     (BlobError, 503),
     (InvalidToken, 401),
+    (InvalidCredentials, 401),
+    (TooManyAttempts, 429),
+    (DuplicateUser, 409),
+    (InvalidUser, 400),
     (UnknownRole, 400),
+    (UnknownUser, 404),
+    (UnknownShareLink, 404),
+    (IdentityProviderUnavailable, 503),
     (ArchiveError, 400),
     (AuthError, 403),
 )
@@ -67,7 +85,11 @@ def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[P
     status = next(code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind))
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    headers = {"WWW-Authenticate": 'Bearer realm="webpacs"'} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="webpacs"'}
+    elif isinstance(exc, TooManyAttempts):
+        headers = {"Retry-After": str(exc.retry_after)}
     return problem(status, str(exc), headers=headers)
 
 

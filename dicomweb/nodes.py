@@ -15,8 +15,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, KwargDefinition
 from sqlalchemy.engine import Engine
 
+from auth.principals import Permission
 from dicomweb.openapi import problems
-from dicomweb.security import admin_only
+from dicomweb.security import admin_only, require
 from storage.index.nodes import (
     AE_TITLE_PATTERN,
     HOST_PATTERN,
@@ -92,21 +93,39 @@ def _fields(data: DicomNodeIn) -> NodeFields:
     )
 
 
-@get("/", operation_id="ListDicomNodes", summary="List DICOM nodes", responses=problems(401, 403))
+@get(
+    "/",
+    operation_id="ListDicomNodes",
+    summary="List DICOM nodes",
+    responses=problems(401, 403),
+    guards=[require(Permission.READ_NODES)],
+)
 async def list_dicom_nodes(engine: NamedDependency[Engine]) -> list[DicomNodeOut]:
     """Every registered remote DICOM node, by AE title."""
     nodes = await anyio.to_thread.run_sync(list_nodes, engine)
     return [_out(node) for node in nodes]
 
 
-@post("/", operation_id="CreateDicomNode", summary="Register a DICOM node", responses=problems(400, 401, 403, 409))
+@post(
+    "/",
+    operation_id="CreateDicomNode",
+    summary="Register a DICOM node",
+    responses=problems(400, 401, 403, 409),
+    guards=[admin_only],
+)
 async def create_dicom_node(engine: NamedDependency[Engine], data: JSONBody[DicomNodeIn]) -> DicomNodeOut:
     """Register a remote DICOM node (201); 400 for a bad field or a taken AE title."""
     node = await anyio.to_thread.run_sync(create_node, engine, _fields(data))
     return _out(node)
 
 
-@get("/{ae_title:str}", operation_id="GetDicomNode", summary="Get a DICOM node", responses=problems(400, 401, 403, 404))
+@get(
+    "/{ae_title:str}",
+    operation_id="GetDicomNode",
+    summary="Get a DICOM node",
+    responses=problems(400, 401, 403, 404),
+    guards=[require(Permission.READ_NODES)],
+)
 async def get_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[str]) -> DicomNodeOut:
     """One registered node; 404 when no node has that AE title."""
     node = await anyio.to_thread.run_sync(get_node, engine, ae_title)
@@ -116,6 +135,7 @@ async def get_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[str
 @put(
     "/{ae_title:str}",
     operation_id="UpdateDicomNode",
+    guards=[admin_only],
     summary="Replace a DICOM node's fields",
     responses=problems(400, 401, 403, 404, 409),
 )
@@ -130,6 +150,7 @@ async def update_dicom_node(
 @delete(
     "/{ae_title:str}",
     operation_id="DeleteDicomNode",
+    guards=[admin_only],
     summary="Remove a DICOM node",
     responses=problems(400, 401, 403, 404),
 )
@@ -141,6 +162,5 @@ async def delete_dicom_node(engine: NamedDependency[Engine], ae_title: FromPath[
 DICOM_NODES_ROUTER: Final = Router(
     path="/api/dicom-nodes",
     route_handlers=[list_dicom_nodes, create_dicom_node, get_dicom_node, update_dicom_node, delete_dicom_node],
-    guards=[admin_only],
     tags=["admin"],
 )

@@ -70,14 +70,15 @@ class DicomAttribute(_VR, total=False):
 # When each problem status is answered; the handlers' docstrings say what is specific to them.
 _PROBLEM_WHEN: Final = {
     400: "Bad request: an unknown or malformed matching key, UID, date, frame list or body field.",
-    401: "No bearer token, or one that is unknown, expired or revoked.",
+    401: "No bearer token, or one that is unknown, expired or revoked; or wrong credentials.",
     403: "The token's role lacks the permission this operation needs.",
-    404: "What the path names does not exist.",
+    404: "What the path names does not exist, or is outside what this principal may see.",
     406: "None of the media types in Accept can be served.",
     409: "The request conflicts with what is stored (e.g. an AE title already registered).",
     413: "The body is larger than this server accepts.",
     415: 'The body is not multipart/related; type="application/dicom".',
     416: "The Range lies outside the value, or is not one bytes= range.",
+    429: "Too many failed attempts from this account or address; Retry-After says when to try again.",
     503: "The blob store or the database does not answer; try again later.",
 }
 

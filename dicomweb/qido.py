@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
@@ -10,11 +11,12 @@ from litestar import Request, Response, get
 from litestar.di import Provide
 from litestar.params import Parameter
 
+from auth.policy import visible_studies
 from auth.principals import Permission
 from dicomweb.context import app_context, dicomweb_base, query_pairs
 from dicomweb.media import DICOM_JSON, DICOM_XML, negotiate_metadata, xml_multipart
 from dicomweb.openapi import MetadataOperation, dicom_json, problems
-from dicomweb.security import require
+from dicomweb.security import principal_of, require
 from storage.index.query import Level, parse_query
 
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ async def _search(
     media_type = negotiate_metadata(request.headers.getall("accept", []))
     context = app_context(request)
     query = parse_query(level, query_pairs(request), study_uid=study_uid, series_uid=series_uid)
+    policy = visible_studies(principal_of(request))
+    if policy is not None:
+        query = replace(query, extra_study_filters=policy)
     result: SearchResult = await anyio.to_thread.run_sync(
         lambda: context.archive.index.search(query, max_results=context.settings.max_results)
     )

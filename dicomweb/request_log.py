@@ -1,12 +1,13 @@
 """One log line per request, with a request id the client also gets back (X-Request-ID).
 
 Only method, path, status, duration, size and principal name are logged: never query strings
-(they can hold patient names) nor tokens.
+(they can hold patient names) nor tokens (a share link's page path holds one: it is cut out).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["RequestLog"]
 
 log = logging.getLogger("webpacs.request")
+
+_SHARE_TOKEN_IN_PATH = re.compile(r"^(/share/)[^/]+")
 
 
 class RequestLog(ASGIMiddleware):
@@ -53,7 +56,7 @@ class RequestLog(ASGIMiddleware):
             log.info(
                 "%s %s %s %d %.1fms %dB id=%s by=%s",
                 scope.get("method", "-"),
-                scope.get("path", "-"),
+                _SHARE_TOKEN_IN_PATH.sub(r"\1…", scope.get("path", "-")),
                 scope.get("http_version", "-"),
                 state["status"],
                 (time.perf_counter() - started) * 1000,

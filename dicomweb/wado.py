@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import zipfile
 from collections import deque
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio.to_thread
@@ -21,24 +25,39 @@ from dicomweb.media import DICOM_XML, negotiate_metadata, xml_multipart
 from dicomweb.openapi import MetadataOperation, binary, dicom_json, multipart, problems
 from dicomweb.security import require
 from storage.dicom.media_types import (
+    APPLICATION_ZIP,
     EXPLICIT_VR_LITTLE_ENDIAN,
+    TRANSFER_SYNTAXES,
     SelectedMediaType,
     negotiate,
     parse_accept,
+    prefers_zip,
 )
 from storage.dicom.multipart import MultipartWriter
-from storage.dicom.pixels import decode_frame, to_explicit_little_endian
+from storage.dicom.pixels import to_explicit_little_endian
 from storage.dicom.records import BULK_BASE
+from storage.dicom.transcode import can_encode, transcode_frames, transcode_instance
 from storage.errors import InvalidQuery, NotAcceptable, NotFound
 from storage.index import StoredInstance
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
 
     from storage.archive import Archive
     from storage.dicom.media_types import Resource
 
-__all__ = ["WADO_HANDLERS", "can_transcode", "instance_body", "stored_instances"]
+__all__ = [
+    "WADO_GUARDS",
+    "WADO_HANDLERS",
+    "accepted",
+    "in_worker",
+    "instance_body",
+    "parse_frame_numbers",
+    "primed",
+    "stored_instances",
+    "transcoder",
+]
 
 _PIXEL_DATA: Final = 0x7FE00010
 _OCTETS: Final = "application/octet-stream"
@@ -56,19 +75,33 @@ class _Planned:
     stored: StoredInstance
     selected: SelectedMediaType
     frame: int | None = None  # 0-based frame index, for frame and pixel bulk data parts
+    body: bytes | None = None  # the part, when made before the answer started
 
 
-def can_transcode(source: str, target: str) -> bool:
-    """Whether pixel data in `source` can be turned into `target` here (decoding only, for now)."""
-    if target != EXPLICIT_VR_LITTLE_ENDIAN:
-        return False
+def transcoder(stored: StoredInstance) -> Callable[[str, str], bool]:
+    """Whether this instance's pixel data can be turned from one transfer syntax into another here.
+
+    The bit depth decides what the encoders take (JPEG baseline: 8 bits; others: 8 or 16 bits).
+    """
+
+    def can_transcode(source: str, target: str) -> bool:
+        return _decodable(source) and can_encode(target, stored.bits_allocated)
+
+    return can_transcode
+
+
+def _decodable(source: str) -> bool:
+    row = TRANSFER_SYNTAXES.get(source)
+    if row is not None and row.native:
+        return True
     try:
         return bool(get_decoder(source).is_available)
     except NotImplementedError:
         return False
 
 
-def _accepted(request: Request[Any, Any, Any]) -> list[Any]:
+def accepted(request: Request[Any, Any, Any]) -> list[Any]:
+    """The request's Accept header as acceptable media types, most preferred first."""
     return parse_accept(request.headers.getall("accept", []))
 
 
@@ -83,9 +116,18 @@ async def _retrieve(
     request: Request[Any, Any, Any], study: str, series: str | None = None, instance: str | None = None
 ) -> Stream:
     archive = app_context(request).archive
-    accepted = _accepted(request)
+    acceptable = accepted(request)
     stored = await stored_instances(archive, study, series, instance)
-    plan = [_Planned(item, negotiate(accepted, item.transfer_syntax_uid, "instance", can_transcode)) for item in stored]
+    if prefers_zip(acceptable):
+        return _zip_response(archive, stored, instance or series or study)
+    plan = [
+        _Planned(item, negotiate(acceptable, item.transfer_syntax_uid, "instance", transcoder(item))) for item in stored
+    ]
+    first: AsyncIterator[bytes] | None = None
+    if len(plan) == 1 and plan[0].selected.transfer_syntax_uid != plan[0].stored.transfer_syntax_uid:
+        # One re-encoded instance: its first frame is encoded before the answer starts, so a frame
+        # the codec refuses still gets a 406 rather than a cut-off body.
+        first = await primed(instance_body(archive, plan[0].stored, plan[0].selected.transfer_syntax_uid))
     base = dicomweb_base(request)
     writer = MultipartWriter()
     headers = _part_headers(writer, plan, lambda p: _instance_url(base, p.stored))
@@ -95,10 +137,68 @@ async def _retrieve(
         # Stored bytes only: the length is known, so clients see progress and no chunked encoding.
         length = sum(map(len, headers)) + sum(p.stored.size for p in plan) + len(closing)
     return Stream(
-        _multipart_body(archive, plan, headers, closing),
+        _multipart_body(archive, plan, headers, closing, first),
         media_type=writer.content_type("application/dicom"),
         headers={"Content-Length": str(length)} if length is not None else None,
     )
+
+
+async def primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks` with its first chunk already produced: its errors raise here, before a response starts."""
+    first = await anext(chunks, b"")
+
+    async def replay() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return replay()
+
+
+class _ZipSink(io.RawIOBase):
+    """A write-only, non-seekable file for zipfile: what it writes is taken out chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _zip_response(archive: Archive, stored: list[StoredInstance], name: str) -> Stream:
+    """PS3.18 §8.7.3.1: the instances as one zip of Part-10 files, as stored, streamed."""
+    return Stream(
+        _zip_body(archive, stored),
+        media_type=APPLICATION_ZIP,
+        headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
+    )
+
+
+async def _zip_body(archive: Archive, stored: list[StoredInstance]) -> AsyncIterator[bytes]:
+    # Stored, not deflated: compressed pixel data gains nothing, and the archive's CPU is shared.
+    # zipfile writes data descriptors on a non-seekable file, so nothing is held back or seeked.
+    sink = _ZipSink()
+    moment = datetime.now(UTC).timetuple()[:6]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
+        for item in stored:
+            info = zipfile.ZipInfo(
+                f"{item.study_instance_uid}/{item.series_instance_uid}/{item.sop_instance_uid}.dcm", moment
+            )
+            with bundle.open(info, "w", force_zip64=item.size >= zipfile.ZIP64_LIMIT) as member:
+                async for chunk in _blob_chunks(archive, item.blob_key):
+                    member.write(chunk)
+                    yield sink.take()
+            yield sink.take()
+    yield sink.take()
 
 
 def _part_headers(writer: MultipartWriter, plan: list[_Planned], location: Any) -> list[bytes]:
@@ -113,9 +213,17 @@ def _part_headers(writer: MultipartWriter, plan: list[_Planned], location: Any) 
 
 
 async def _multipart_body(
-    archive: Archive, plan: list[_Planned], headers: list[bytes], closing: bytes
+    archive: Archive,
+    plan: list[_Planned],
+    headers: list[bytes],
+    closing: bytes,
+    first: AsyncIterator[bytes] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The parts of `plan`, each loaded in a worker thread a few parts ahead of the one being sent."""
+    """The parts of `plan`, each loaded in a worker thread a few parts ahead of the one being sent.
+
+    Parts too large to load whole, and re-encoded instances, are streamed; `first`, when given, is
+    the body of the first part, already started.
+    """
     loop = asyncio.get_running_loop()
     upcoming = iter(plan)
     window: deque[tuple[_Planned, asyncio.Future[bytes | None]]] = deque()
@@ -132,40 +240,55 @@ async def _multipart_body(
         yield header
         body = await loaded
         load_next()
-        if body is None:
-            async for chunk in _blob_chunks(archive, planned.stored.blob_key):
-                yield chunk
-        else:
+        if body is not None:
             yield body
+            continue
+        chunks = first or instance_body(archive, planned.stored, planned.selected.transfer_syntax_uid)
+        first = None
+        async for chunk in chunks:
+            yield chunk
     yield closing
 
 
 def _load(archive: Archive, planned: _Planned) -> bytes | None:
-    """A part's bytes, or None for a large stored instance that is streamed chunk by chunk instead."""
+    """A part's bytes, or None for a large or re-encoded instance, which is streamed chunk by chunk."""
     stored, target = planned.stored, planned.selected.transfer_syntax_uid
+    if planned.body is not None:
+        return planned.body
     if planned.frame is not None:
         return _frame_bytes(archive, stored, planned.frame, target)
-    if target != stored.transfer_syntax_uid:
-        return _decompressed(archive, stored)
-    if stored.size > _WHOLE_READ_LIMIT:
+    if target != stored.transfer_syntax_uid or stored.size > _WHOLE_READ_LIMIT:
         return None
     return archive.blobs.read_range(stored.blob_key, 0, stored.size)
 
 
 async def instance_body(archive: Archive, stored: StoredInstance, transfer_syntax: str) -> AsyncIterator[bytes]:
-    """The instance's Part-10 bytes: streamed as stored, or re-encoded when another syntax is asked."""
+    """The instance's Part-10 bytes: streamed as stored, or re-encoded frame by frame in a worker thread."""
     if transfer_syntax == stored.transfer_syntax_uid:
         async for chunk in _blob_chunks(archive, stored.blob_key):
             yield chunk
         return
+    async for chunk in in_worker(archive, stored, lambda path: _reencoded(path, stored, transfer_syntax)):
+        yield chunk
 
-    yield await anyio.to_thread.run_sync(_decompressed, archive, stored)
+
+def _reencoded(path: Path, stored: StoredInstance, target: str) -> Iterator[bytes]:
+    if stored.bits_allocated == 1:
+        # Bit-packed frames are not byte-aligned: the (small) object is converted whole.
+        yield to_explicit_little_endian(path)
+        return
+    yield from transcode_instance(path, target)
 
 
-def _decompressed(archive: Archive, stored: StoredInstance) -> bytes:
-    """The instance re-encoded as Explicit VR Little Endian (the only conversion offered so far)."""
-    with archive.local_file(stored) as path:
-        return to_explicit_little_endian(path)
+async def in_worker(
+    archive: Archive, stored: StoredInstance, produce: Callable[[Path], Iterator[bytes]]
+) -> AsyncIterator[bytes]:
+    """Chunks that `produce` makes from the instance's local file, each made in a worker thread."""
+    with ExitStack() as stack:
+        path = await anyio.to_thread.run_sync(stack.enter_context, archive.local_file(stored))
+        chunks = produce(path)
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
 
 
 async def _blob_chunks(archive: Archive, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
@@ -175,12 +298,12 @@ async def _blob_chunks(archive: Archive, key: str, start: int = 0, end: int | No
 
 
 def _frame_bytes(archive: Archive, stored: StoredInstance, index: int, target: str) -> bytes:
-    """One frame cut with the offsets computed at ingest when served as stored, else decoded."""
+    """One frame cut with the offsets computed at ingest when served as stored, else transcoded."""
     if stored.frames is not None and _same_pixel_bytes(stored.transfer_syntax_uid, target):
         fragments = stored.frames[index].fragments
         return b"".join(archive.blobs.read_range(stored.blob_key, offset, length) for offset, length in fragments)
     with archive.local_file(stored) as path:
-        return decode_frame(path, index)
+        return b"".join(transcode_frames(path, [index], target))
 
 
 def _same_pixel_bytes(stored: str, target: str) -> bool:
@@ -193,7 +316,7 @@ def _instance_url(base: str, stored: StoredInstance) -> str:
     return f"{series}/instances/{stored.sop_instance_uid}"
 
 
-def _parse_frame_numbers(frames: str, count: int) -> list[int]:
+def parse_frame_numbers(frames: str, count: int) -> list[int]:
     """0-based indexes from a PS3.18 frame list ("1,3,5"); 1-based, each within 1..count.
 
     Raises:
@@ -235,9 +358,13 @@ async def _pixel_parts(
     (stored,) = await stored_instances(archive, study, series, instance)
     if stored.number_of_frames == 0:
         raise NotFound(f"instance {instance} has no pixel data")
-    indexes = _parse_frame_numbers(frames, stored.number_of_frames) if frames else list(range(stored.number_of_frames))
-    selected = negotiate(_accepted(request), stored.transfer_syntax_uid, resource, can_transcode)
+    indexes = parse_frame_numbers(frames, stored.number_of_frames) if frames else list(range(stored.number_of_frames))
+    selected = negotiate(accepted(request), stored.transfer_syntax_uid, resource, transcoder(stored))
     plan = [_Planned(stored, selected, index) for index in indexes]
+    if selected.transfer_syntax_uid != stored.transfer_syntax_uid:
+        # The first frame is transcoded before the answer starts: a refusal is a 406, not a cut body.
+        body = await anyio.to_thread.run_sync(_load, archive, plan[0])
+        plan[0] = replace(plan[0], body=body)
     writer = MultipartWriter()
     headers = _part_headers(writer, plan, lambda _: None)
     return Stream(
@@ -247,13 +374,17 @@ async def _pixel_parts(
 
 
 _read = require(Permission.READ)
-_common: Final[dict[str, Any]] = {"guards": [_read], "tags": ["WADO-RS"]}
+WADO_GUARDS: Final = [_read]
+"""The guards of every retrieve route (WADO-RS, rendered, thumbnails)."""
+_common: Final[dict[str, Any]] = {"guards": WADO_GUARDS, "tags": ["WADO-RS"]}
 # PS3.18 §8.7.3.5: the Accept header picks the transfer syntax; transfer-syntax=* asks for the stored one.
 _INSTANCES_ANSWERS: Final = {
     200: multipart(
         "application/dicom",
         "One Part-10 instance per part, each with Content-Location; as stored or in the transfer syntax "
-        "the Accept header asks for.",
+        "the Accept header asks for (PS3.18 §8.7.3: uncompressed, JPEG baseline and lossless, JPEG-LS, "
+        "JPEG 2000, HTJ2K, RLE, deflated). With Accept: application/zip, one zip of the Part-10 files "
+        "as stored (see the zip response).",
     ),
     **problems(400, 401, 403, 404, 406, 503),
 }

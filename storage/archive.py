@@ -2,22 +2,33 @@
 
 Ordering rule (DESIGN.md §1): bytes durable, then indexed, then success. A crash between the two
 leaves an unreferenced blob for `sweep_orphans`, never an index row without its bytes.
+
+Several hosts may share one index and one blob store: a store journals its blob key (committed)
+before the put, and the index transaction removes the journal row (storage/index/journal.py). The
+sweep then tells a crash's orphan (unreferenced, not journaled) from another host's store in flight
+(journaled) without guessing from ages. Every write gets a key of its own, so no two stores ever
+share a blob and a sweep can never remove bytes that a concurrent store of the same content relies on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
+import socket
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from storage.dicom.failure_reasons import DATA_SET_DOES_NOT_MATCH_SOP_CLASS, ERROR_PROCESSING
+from storage.dicom.ingest_compression import ORIGINALS_PREFIX, CompressionPolicy, source_ae_title
 from storage.dicom.instance import read_instance
-from storage.errors import ArchiveError, BlobExists, InvalidInstance
+from storage.dicom.transcode import transcode_instance
+from storage.errors import ArchiveError, InvalidInstance, NotAcceptable
 from storage.group_commit import IndexWriter
 from storage.index import NewInstance
 
@@ -34,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # Blob keys start with the UTC day of ingest, so the start-up sweep only lists recent keys.
 _KEY_DAY_FORMAT = "%Y%m%d"
+# Keys the sweep looks up in the index at once.
+_SWEEP_PAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +63,17 @@ class StoreResult:
 class Archive:
     """Store, find and delete instances; every method is blocking (run it in a worker thread)."""
 
-    def __init__(self, index: Index, blobs: BlobStore) -> None:
-        """Join an index and a blob store."""
+    def __init__(
+        self, index: Index, blobs: BlobStore, *, host: str | None = None, compression: CompressionPolicy | None = None
+    ) -> None:
+        """Join an index and a blob store; `host` names this machine in the blob journal (default: hostname).
+
+        `compression` re-encodes received instances that match its rules (default: none, stored as received).
+        """
         self.index = index
         self.blobs = blobs
+        self.host = host or socket.gethostname()
+        self.compression = compression or CompressionPolicy()
         self._writer = IndexWriter(index)
 
     def store(self, part: Path, sha256: str, *, study_uid: str | None = None) -> StoreResult:
@@ -77,24 +97,71 @@ class Archive:
                     sop_class_uid=parsed.instance.sop_class_uid,
                     sop_instance_uid=parsed.instance.sop_instance_uid,
                 )
+            target = self._compression_target(part, parsed)
+            if target is not None:
+                return self._store_compressed(part, sha256, parsed, target)
             return self._store_parsed(part, sha256, parsed)
         finally:
             part.unlink(missing_ok=True)
 
-    def _store_parsed(self, part: Path, sha256: str, parsed: ParsedInstance) -> StoreResult:
-        key = _blob_key(parsed, sha256)
+    def _compression_target(self, part: Path, parsed: ParsedInstance) -> str | None:
+        if not self.compression.rules:
+            return None
+        return self.compression.target(
+            transfer_syntax=parsed.instance.transfer_syntax_uid,
+            modality=parsed.series.modality,
+            source_ae=source_ae_title(part),
+            bits_allocated=parsed.instance.bits_allocated,
+            has_pixels=parsed.instance.number_of_frames > 0,
+        )
+
+    def _store_compressed(self, part: Path, received_sha256: str, parsed: ParsedInstance, target: str) -> StoreResult:
+        """Store the instance re-encoded in `target` (frame by frame), the original kept if the policy says so.
+
+        The compressed file is parsed like any received one, so the index, metadata and frame offsets
+        describe the bytes served. When the codec refuses the pixels, the instance is stored as received.
+        """
+        with tempfile.NamedTemporaryFile(dir=part.parent, suffix=".dcm", delete=False) as out:
+            compressed = Path(out.name)
+            digest = hashlib.sha256()
+            try:
+                for chunk in transcode_instance(part, target):
+                    out.write(chunk)
+                    digest.update(chunk)
+            except NotAcceptable as exc:
+                compressed.unlink(missing_ok=True)
+                log.warning("storing %s as received: %s", parsed.instance.sop_instance_uid, exc)
+                return self._store_parsed(part, received_sha256, parsed)
+        try:
+            sha256 = digest.hexdigest()
+            recompressed = read_instance(compressed)
+            key = _blob_key(recompressed, sha256)
+            if not self.compression.keep_original:
+                return self._store_parsed(compressed, sha256, recompressed, key=key)
+            # The original is durable before the compressed instance is indexed; it sits outside the
+            # day prefixes the sweep walks, and goes with its instance (`delete`).
+            self.blobs.put_file(ORIGINALS_PREFIX + key, part)
+            try:
+                return self._store_parsed(compressed, sha256, recompressed, key=key)
+            except BaseException:
+                self.blobs.delete(ORIGINALS_PREFIX + key)
+                raise
+        finally:
+            compressed.unlink(missing_ok=True)
+
+    def _store_parsed(self, part: Path, sha256: str, parsed: ParsedInstance, *, key: str | None = None) -> StoreResult:
+        key = key or _blob_key(parsed, sha256)
+        self.index.journal.begin(key, self.host)  # durable before the bytes: the sweep spares them
         try:
             size = self.blobs.put_file(key, part)
-            new_blob = True
-        except BlobExists:
-            # Same content-addressed key: these exact bytes are already durable.
-            size = part.stat().st_size
-            new_blob = False
+        except BaseException:
+            self.index.journal.forget([key])
+            raise
         try:
+            # The index transaction also removes the journal row.
             outcome = self._writer.add(NewInstance(parsed, key, size, sha256))
         except ArchiveError as exc:
-            if new_blob:
-                self.blobs.delete(key)
+            self.blobs.delete(key)
             if isinstance(exc, InvalidInstance):
                 raise
             raise InvalidInstance(
@@ -104,11 +171,11 @@ class Archive:
                 sop_instance_uid=parsed.instance.sop_instance_uid,
             ) from exc
         except BaseException:
-            if new_blob:
-                self.blobs.delete(key)
+            self.blobs.delete(key)
+            self.index.journal.forget([key])
             raise
-        if outcome.kind == "already_present" and new_blob:
-            self.blobs.delete(key)  # identical bytes were stored earlier under another day's key
+        if outcome.kind == "already_present":
+            self.blobs.delete(key)  # identical bytes were stored earlier under another key
         elif outcome.old_blob_key is not None and outcome.old_blob_key != key:
             self.blobs.delete(outcome.old_blob_key)
         return StoreResult(
@@ -147,6 +214,7 @@ class Archive:
         keys = self.index.delete(study_uid, series_uid, sop_uid)
         for key in keys:
             self.blobs.delete(key)
+            self.blobs.delete(ORIGINALS_PREFIX + key)  # kept by the compression policy, if it was
         return len(keys)
 
     def readiness_problems(self) -> dict[str, str]:
@@ -162,41 +230,55 @@ class Archive:
             problems["blobs"] = str(exc)
         return problems
 
-    def sweep_orphans(self, *, grace_seconds: float, recent_days: int | None = 2) -> int:
-        """Delete blobs no index row references, older than `grace_seconds`; return the count.
+    def sweep_orphans(self, *, grace_seconds: float, recent_days: int | None = 2, after_restart: bool = False) -> int:
+        """Delete blobs no index row references and no store is writing; return the count.
+
+        A blob that is neither referenced nor journaled is a crash's orphan, removed whatever its
+        age. A journaled one is another store in flight, spared unless its row is older than
+        `grace_seconds` (its writer died) or, with `after_restart`, it is this host's own (this
+        host writes nothing while it starts, so its journal rows are its previous run's).
 
         Args:
-            grace_seconds: skip younger blobs, which a concurrent store may be about to index.
+            grace_seconds: longer than any store takes (a 4 GB upload included).
             recent_days: only look at keys ingested in the last N UTC days (None: every key).
+            after_restart: this host's stores are not running (start-up, before the workers).
         """
+        stale_before = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+        own_host = self.host if after_restart else None
         prefixes = [""] if recent_days is None else _recent_prefixes(recent_days)
         removed = 0
         for prefix in prefixes:
-            for key in self._unreferenced(prefix):
-                if self._age(key) >= grace_seconds:
+            keys = self.blobs.keys(prefix)
+            while page := list(islice(keys, _SWEEP_PAGE)):
+                # The journal first, then the index: a store removes its row in the transaction
+                # that indexes the blob, so a key found in neither, in this order, is no store's.
+                journaled = self.index.journal.entries(page)
+                referenced = self.index.journal.referenced(page)
+                for key in page:
+                    if key.startswith(ORIGINALS_PREFIX):
+                        continue  # a kept original goes with its instance (`delete`), never as an orphan
+                    entry = journaled.get(key)
+                    if key in referenced or (
+                        entry is not None and entry.host != own_host and entry.created_at >= stale_before
+                    ):
+                        continue
                     log.warning("removing orphaned blob %s (stored but never indexed)", key)
                     self.blobs.delete(key)
                     removed += 1
+        # Rows of stores that died before their put (or whose blob was just removed).
+        stale = self.index.journal.stale(older_than=stale_before, host=own_host)
+        for key in set(stale) - self.index.journal.referenced(stale):
+            self.blobs.delete(key)
+        self.index.journal.forget(stale)
         return removed
-
-    def _unreferenced(self, prefix: str) -> Iterator[str]:
-        for key in self.blobs.keys(prefix):
-            if not self.index.is_referenced(key):
-                yield key
-
-    def _age(self, key: str) -> float:
-        path = self.blobs.local_path(key)
-        if path is None:
-            return float("inf")
-        return time.time() - path.stat().st_mtime
 
 
 def _blob_key(parsed: ParsedInstance, sha256: str) -> str:
-    """Immutable, content-addressed key: `<ingest day>/<study>/<series>/<sop>.<sha256 prefix>.dcm`."""
+    """A key of this write's own: `<ingest day>/<study>/<series>/<sop>.<sha256 prefix>.<random>.dcm`."""
     day = datetime.now(UTC).strftime(_KEY_DAY_FORMAT)
     return (
         f"{day}/{parsed.study.study_instance_uid}/{parsed.series.series_instance_uid}/"
-        f"{parsed.instance.sop_instance_uid}.{sha256[:24]}.dcm"
+        f"{parsed.instance.sop_instance_uid}.{sha256[:24]}.{secrets.token_hex(6)}.dcm"
     )
 
 

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from postgres_databases import create_postgres_database, drop_postgres_database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from s3_server import S3Server  # tests/s3_server.py
 
 _READY_TIMEOUT = 60.0
 
@@ -52,13 +55,19 @@ def webpacs(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 def start_server(
-    data_dir: Path, *, database_url: str | None = None, extra: tuple[str, ...] = (), token: str | None = None
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    extra: tuple[str, ...] = (),
+    token: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> LiveServer:
     """Start `webpacs serve --no-bridge` on a free port and wait until /healthz answers 200.
 
-    An admin token is minted unless `token` (one already valid for this archive) is given.
+    An admin token is minted unless `token` (one already valid for this archive) is given; `env`
+    adds WEBPACS_* variables (an S3 blob store, say).
     """
-    environment = {**os.environ, "WEBPACS_DATA_DIR": str(data_dir)}
+    environment = {**os.environ, "WEBPACS_DATA_DIR": str(data_dir), **(env or {})}
     if database_url:
         environment["WEBPACS_DATABASE_URL"] = database_url
     if token is None:
@@ -106,32 +115,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 # --- Servers on either index backend (the DICOMweb suite runs every test on both) -------------------
 
-_PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 BACKENDS = ("sqlite", "postgresql")
-
-
-def create_postgres_database() -> str:
-    """A new, empty PostgreSQL database at 127.0.0.1:5432; its URL. Fails (never skips) when unreachable."""
-    import uuid
-
-    import psycopg
-
-    name = f"webpacs_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(_PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is unreachable (start it): {exc}")
-    return _PG_URL.format(name=name)
-
-
-def drop_postgres_database(url: str) -> None:
-    """Drop a database made by create_postgres_database."""
-    import psycopg
-
-    with psycopg.connect(_PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 class ServerFactory:
@@ -140,23 +124,44 @@ class ServerFactory:
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self._tmp = tmp_path_factory
         self._database_urls: dict[Path, str | None] = {}
+        self._options: dict[Path, tuple[tuple[str, ...], dict[str, str]]] = {}
         self._running: list[LiveServer] = []
 
-    def start(self, backend: str) -> LiveServer:
-        """A server on a new empty archive: SQLite in its data dir, or a new PostgreSQL database."""
+    def start(self, backend: str, *, extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> LiveServer:
+        """A server on a new empty archive: SQLite in its data dir, or a new PostgreSQL database.
+
+        `extra` flags and `env` variables (e.g. `--workers 2`, an S3 blob store) also apply to restarts.
+        """
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: use one of {BACKENDS}")
         data_dir = self._tmp.mktemp(f"webpacs-{backend}")
         database_url = create_postgres_database() if backend == "postgresql" else None
         self._database_urls[data_dir] = database_url
-        return self._started(start_server(data_dir, database_url=database_url))
+        self._options[data_dir] = (extra, env or {})
+        return self._started(start_server(data_dir, database_url=database_url, extra=extra, env=env))
 
     def restart(self, server: LiveServer) -> LiveServer:
         """A new server process on the same data dir and database (after a stop or a kill)."""
         if server.process.poll() is None:
             stop_server(server)
         database_url = self._database_urls[server.data_dir]
-        return self._started(start_server(server.data_dir, database_url=database_url, token=server.token))
+        extra, env = self._options[server.data_dir]
+        return self._started(
+            start_server(server.data_dir, database_url=database_url, token=server.token, extra=extra, env=env)
+        )
+
+    def start_on(
+        self, database_url: str, *, token: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> LiveServer:
+        """A server on an existing PostgreSQL database made by create_postgres_database (dropped at the end)."""
+        data_dir = self._tmp.mktemp("webpacs-existing")
+        self._database_urls[data_dir] = database_url
+        self._options[data_dir] = (extra, env or {})
+        return self._started(start_server(data_dir, database_url=database_url, token=token, extra=extra, env=env))
+
+    def database_url(self, server: LiveServer) -> str | None:
+        """The PostgreSQL URL of a server started here (None: SQLite in its data dir)."""
+        return self._database_urls[server.data_dir]
 
     def stop(self, server: LiveServer) -> None:
         """Stop a server started here (its archive stays until the end of the session)."""
@@ -192,3 +197,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         names = ", ".join(report.nodeid for report in skipped[:10])
         sys.stderr.write(f"\nCI: {len(skipped)} test(s) were skipped, which CI does not allow: {names}\n")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server (moto_server over HTTP) for the session; tests each make their own bucket."""
+    from s3_server import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()

@@ -10,26 +10,21 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from storage.blobs.base import CHUNK_SIZE
-from storage.errors import BlobError, BlobExists, BlobNotFound, InvalidBlobKey
+from storage.blobs.keys import check_key, check_prefix, check_range
+from storage.errors import BlobError, BlobExists, BlobNotFound
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = ["FilesystemBlobStore"]
 
-# Segments may not start with "." so that no key can name the staging folder or a temporary file,
-# and "." / ".." can never appear; lengths fit S3 (1024-byte keys) and NAME_MAX (255).
-_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-_PARTIAL_SEGMENT: Final = re.compile(r"([A-Za-z0-9_-][A-Za-z0-9._-]*)?")
-_MAX_KEY: Final = 1024
-_MAX_SEGMENT: Final = 255
+# Keys never start a segment with "." (storage/blobs/keys.py): these names cannot collide with one.
 _STAGING: Final = ".staging"
 _TEMPORARY: Final = ".tmp-"
 _NOT_A_FILE: Final = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
@@ -110,7 +105,7 @@ class FilesystemBlobStore:
             InvalidBlobKey: `key` is malformed (raised on the first next()).
             ValueError: start is negative or end is before start.
         """
-        _check_range(start, None if end is None else end - start)
+        check_range(start, None if end is None else end - start)
         path = self._path(key)
         try:
             blob = path.open("rb", buffering=0)
@@ -135,7 +130,7 @@ class FilesystemBlobStore:
             InvalidBlobKey: `key` is malformed.
             ValueError: start or length is negative.
         """
-        _check_range(start, length)
+        check_range(start, length)
         path = self._path(key)
         try:
             with path.open("rb") as blob:
@@ -191,7 +186,7 @@ class FilesystemBlobStore:
         Raises:
             InvalidBlobKey: `prefix` could not start any valid key.
         """
-        _check_prefix(prefix)
+        check_prefix(prefix)
         folder, _, _ = prefix.rpartition("/")
         top = self.root / folder
         for directory, subdirectories, files in os.walk(top):
@@ -220,15 +215,7 @@ class FilesystemBlobStore:
             raise BlobError(f"the blob folder {self.root} is not writable: {exc}") from exc
 
     def _path(self, key: str) -> Path:
-        segments = key.split("/")
-        if len(key) > _MAX_KEY or not all(
-            len(segment) <= _MAX_SEGMENT and _SEGMENT.fullmatch(segment) for segment in segments
-        ):
-            raise InvalidBlobKey(
-                f"blob key {key!r} is not allowed: use '/'-separated segments of A-Z a-z 0-9 . _ - "
-                f"that do not start with '.', {_MAX_KEY} characters at most"
-            )
-        return self.root.joinpath(*segments)
+        return self.root.joinpath(*check_key(key))
 
     def _make_parents(self, directory: Path) -> None:
         """Create the missing folders down to `directory`, each made durable in its parent."""
@@ -263,21 +250,6 @@ def _copy_in(source: Path, target: Path) -> None:
         os.link(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def _check_range(start: int, length: int | None) -> None:
-    if start < 0 or (length is not None and length < 0):
-        raise ValueError(f"invalid byte range: start={start}, length={length}")
-
-
-def _check_prefix(prefix: str) -> None:
-    *folders, last = prefix.split("/")
-    if not (
-        len(prefix) <= _MAX_KEY
-        and all(_SEGMENT.fullmatch(folder) for folder in folders)
-        and _PARTIAL_SEGMENT.fullmatch(last)
-    ):
-        raise InvalidBlobKey(f"blob key prefix {prefix!r} cannot start any allowed key")
 
 
 def _may_hold(folder: str, prefix: str) -> bool:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from storage.blobs.filesystem import FilesystemBlobStore
+from storage.blobs.s3 import S3BlobStore, S3Options
 from storage.errors import BlobError
 
 if TYPE_CHECKING:
@@ -15,12 +16,16 @@ if TYPE_CHECKING:
 __all__ = ["open_blob_store"]
 
 
-def open_blob_store(url: str) -> BlobStore:
-    """Open the blob store at `url`: `file:///absolute/path` or a plain folder path.
+def open_blob_store(url: str, *, s3: S3Options | None = None) -> BlobStore:
+    """Open the blob store at `url`: `file:///absolute/path`, a plain folder path or `s3://bucket/prefix`.
+
+    Args:
+        url: where the blobs are.
+        s3: endpoint, region, credentials... for an s3:// URL (see S3Options); no request is made
+            here, call `check()` to find out whether the bucket is usable.
 
     Raises:
-        BlobError: the URL names a store this build cannot open (S3 comes with the scale-out
-            issue), or the folder cannot be created.
+        BlobError: the URL is malformed or has an unknown scheme, or the folder cannot be created.
     """
     parts = urlsplit(url)
     if parts.scheme == "":
@@ -33,8 +38,9 @@ def open_blob_store(url: str) -> BlobStore:
             )
         return FilesystemBlobStore(Path(path))
     if parts.scheme == "s3":
-        raise BlobError(
-            f"blob store URL {url!r}: S3 blob stores arrive with the scale-out issue; "
-            "use a local folder (file:///absolute/path or a plain path) for now"
-        )
-    raise BlobError(f"blob store URL {url!r} has an unknown scheme {parts.scheme!r}; use file:///absolute/path")
+        if not parts.netloc or parts.query or parts.fragment:
+            raise BlobError(f"blob store URL {url!r} is not s3://bucket or s3://bucket/prefix")
+        return S3BlobStore(parts.netloc, unquote(parts.path), s3)
+    raise BlobError(
+        f"blob store URL {url!r} has an unknown scheme {parts.scheme!r}; use file:///absolute/path or s3://bucket/prefix"
+    )

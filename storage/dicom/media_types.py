@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 __all__ = [
     "APPLICATION_DICOM",
     "APPLICATION_OCTET_STREAM",
+    "APPLICATION_ZIP",
     "EXPLICIT_VR_LITTLE_ENDIAN",
+    "RENDERED_MEDIA_TYPES",
     "TRANSFER_SYNTAXES",
     "AcceptableMediaType",
     "Resource",
@@ -32,13 +34,19 @@ __all__ = [
     "TransferSyntax",
     "is_known_transfer_syntax",
     "negotiate",
+    "negotiate_rendered",
     "parse_accept",
     "parse_content_type",
+    "prefers_zip",
 ]
 
 APPLICATION_DICOM: Final = "application/dicom"
 APPLICATION_OCTET_STREAM: Final = "application/octet-stream"
 EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
+# PS3.18 §8.7.3.1 (Table 8.7.3-1): a study or series as one zip of Part-10 files, for bulk download.
+APPLICATION_ZIP: Final = "application/zip"
+# PS3.18 Table 8.7.4-1: rendered media types offered, the default (image/jpeg) first.
+RENDERED_MEDIA_TYPES: Final = ("image/jpeg", "image/png", "image/gif")
 
 Resource = Literal["instance", "frame", "bulkdata"]
 """What is retrieved: a Part-10 instance, or pixel frames / bulk data cut out of one."""
@@ -289,6 +297,38 @@ def negotiate(
         f"cannot serve this {resource} as {asked}: it is stored as {_describe(stored)}; "
         f"ask with transfer-syntax=* or {_hint(resource, stored)}"
     )
+
+
+def prefers_zip(acceptable: Sequence[AcceptableMediaType]) -> bool:
+    """Whether the most preferred range that names a type the archive offers is application/zip.
+
+    Only an explicit application/zip counts: wildcards keep the multipart/related default.
+    """
+    for choice in acceptable:
+        if choice.media_type == APPLICATION_ZIP and not choice.multipart:
+            return True
+        if _in_range(APPLICATION_DICOM, choice.media_type):
+            return False
+    return False
+
+
+def negotiate_rendered(acceptable: Sequence[AcceptableMediaType], *, single: bool) -> tuple[str, bool]:
+    """The rendered media type to answer with, and whether the answer is multipart/related (§8.7.4).
+
+    Args:
+        acceptable: from `parse_accept`; empty means image/jpeg.
+        single: the target is one image (an instance or one frame); a study or series always
+            answers multipart/related.
+
+    Raises:
+        NotAcceptable: no range names a rendered media type.
+    """
+    for choice in acceptable or (AcceptableMediaType("*/*"),):
+        for media_type in RENDERED_MEDIA_TYPES:
+            if _in_range(media_type, choice.media_type):
+                return media_type, choice.multipart or not single
+    asked = ", ".join(str(choice) for choice in acceptable)
+    raise NotAcceptable(f"rendered images are offered as {', '.join(RENDERED_MEDIA_TYPES)}, not as {asked}")
 
 
 def _weight(value: str, element: str) -> float:

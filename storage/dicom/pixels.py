@@ -1,6 +1,7 @@
-"""Pixel data conversions done on demand, off the event loop: decode one frame, decompress an instance.
+"""Whole-object conversion to Explicit VR Little Endian, for what cannot go frame by frame.
 
-Decoding uses pydicom with the pylibjpeg plugins (JPEG, JPEG-LS, JPEG 2000, RLE).
+Bit-packed (1-bit) pixel data has no byte-aligned frames, so `storage.dicom.transcode` leaves such
+objects to this module, which converts them whole with pydicom (they are small: binary masks).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydicom import dcmread
 from pydicom.filewriter import dcmwrite
-from pydicom.pixels.utils import pixel_array
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from storage.errors import NotAcceptable
 
@@ -21,30 +21,10 @@ if TYPE_CHECKING:
 
     from pydicom.dataset import Dataset
 
-__all__ = ["decode_frame", "to_explicit_little_endian"]
+__all__ = ["to_explicit_little_endian"]
 
 # What can fail inside the codec plugins on data they cannot decode.
 _DECODE_ERRORS = (ValueError, RuntimeError, NotImplementedError, TypeError, KeyError, AttributeError)
-
-
-def decode_frame(path: Path, index: int) -> bytes:
-    """Frame `index` (0-based) of the instance at `path` as native little-endian pixel bytes.
-
-    Colour frames come back interleaved (Planar Configuration 0), as PS3.18 §8.7.3.5.1 expects of
-    application/octet-stream.
-
-    Raises:
-        NotAcceptable: the pixel data cannot be decoded here.
-    """
-    try:
-        header = dcmread(path, stop_before_pixels=True)
-        # A deflated data set has no frame offsets: pydicom must inflate the whole of it.
-        deflated = header.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
-        source: Path | Dataset = dcmread(path) if deflated else path
-        frame = pixel_array(source, index=index, raw=True)
-        return bytes(frame.astype(_little_endian_dtype(header)).tobytes())
-    except _DECODE_ERRORS as exc:
-        raise NotAcceptable(f"frame {index + 1} cannot be decoded to uncompressed pixels ({exc})") from exc
 
 
 def _swap_pixel_bytes(dataset: Dataset) -> None:
@@ -53,12 +33,6 @@ def _swap_pixel_bytes(dataset: Dataset) -> None:
     if "PixelData" in dataset and bits > 8:
         width = bits // 8
         dataset.PixelData = np.frombuffer(dataset.PixelData, dtype=f">u{width}").astype(f"<u{width}").tobytes()
-
-
-def _little_endian_dtype(header: Dataset) -> str:
-    bits = int(header.get("BitsAllocated", 16))
-    signed = int(header.get("PixelRepresentation", 0)) == 1
-    return f"<{'i' if signed else 'u'}{max(1, bits // 8)}"
 
 
 def to_explicit_little_endian(path: Path) -> bytes:

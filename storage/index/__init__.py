@@ -15,8 +15,9 @@ from sqlalchemy import bindparam, func, select
 from storage.dicom.records import Frame
 from storage.errors import ArchiveError, NotFound
 from storage.index.database import check, write_transaction
+from storage.index.journal import BlobJournal
 from storage.index.models import instance_table, series_table, study_table
-from storage.index.search import SearchResult, search
+from storage.index.search import SearchResult, search, study_visible
 from storage.index.writes import AddOutcome, NewInstance, add_instance, add_instances, delete_instances
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class Index:
     def __init__(self, engine: Engine) -> None:
         """Use `engine` (from `storage.index.database.open_engine`, schema migrated)."""
         self._engine = engine
+        self.journal = BlobJournal(engine)  # blobs being written (storage/index/journal.py)
 
     def check(self) -> None:
         """Readiness probe: the database answers and its schema is at the newest migration.
@@ -194,6 +196,15 @@ class Index:
         """
         with self._engine.connect() as connection:
             return search(connection, query, max_results=max_results)
+
+    def study_visible(self, study_uid: str, policy: tuple[tuple[str, tuple[str, ...]], ...]) -> bool:
+        """Whether the study exists and passes an access policy ((study-level keyword, values) pairs).
+
+        Raises:
+            ValueError: `policy` names a keyword that is not a study-level key.
+        """
+        with self._engine.connect() as connection:
+            return study_visible(connection, study_uid, policy)
 
     def stored_instances(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None

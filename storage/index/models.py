@@ -33,14 +33,18 @@ from sqlalchemy import (
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "BlobJournal",
     "Change",
+    "FeedState",
     "Instance",
     "Series",
     "Study",
     "StudyModality",
     "StudySopClass",
     "UtcDateTime",
+    "blob_journal_table",
     "change_table",
+    "feed_state_table",
     "id_type",
     "instance_table",
     "normalize_person_name",
@@ -164,6 +168,8 @@ class Study(SQLModel, table=True):
         Index("ix_study_accession_number", "accession_number"),
         Index("ix_study_study_id", "study_id"),
         Index("ix_study_referring_physician_name_norm", "referring_physician_name_norm"),
+        # The change feed's publisher finds the studies that went quiet (storage/index/changes.py).
+        Index("ix_study_updated_at", "updated_at"),
     )
 
     id: int | None = _id_column()
@@ -283,19 +289,50 @@ class Instance(SQLModel, table=True):
     created_at: datetime = _time_column("created_at")
 
 
+_UNPUBLISHED: Final = text("feed_seq IS NULL")
+
+
 class Change(SQLModel, table=True):
-    """The append-only change feed: one row per stored, replaced or deleted instance."""
+    """The append-only change feed: one row per stored, replaced or deleted instance, or stable study.
+
+    `seq` is taken at insert, `feed_seq` after commit by the feed publisher (storage/index/changes.py):
+    readers follow `feed_seq`, which never gains a row below a number they have already seen.
+    """
 
     __tablename__ = "change"
-    # AUTOINCREMENT on SQLite: a sequence number is never reused, even after the newest row is gone.
-    __table_args__: ClassVar[Any] = {"sqlite_autoincrement": True}
+    __table_args__: ClassVar[Any] = (
+        Index("ix_change_feed_seq", "feed_seq", unique=True),
+        Index("ix_change_unpublished", "seq", sqlite_where=_UNPUBLISHED, postgresql_where=_UNPUBLISHED),
+        # AUTOINCREMENT on SQLite: a sequence number is never reused, even after the newest row is gone.
+        {"sqlite_autoincrement": True},
+    )
 
     seq: int | None = Field(default=None, sa_column=Column("seq", id_type(), primary_key=True, autoincrement=True))
+    feed_seq: int | None = Field(default=None, sa_column=Column("feed_seq", BigInteger(), nullable=True))
     kind: str = Field(sa_column=Column("kind", String(8), nullable=False))
     study_instance_uid: str = Field(sa_column=Column("study_instance_uid", text_type(), nullable=False))
     series_instance_uid: str = Field(sa_column=Column("series_instance_uid", text_type(), nullable=False))
     sop_instance_uid: str = Field(sa_column=Column("sop_instance_uid", text_type(), nullable=False))
     at: datetime = _time_column("at")
+
+
+class FeedState(SQLModel, table=True):
+    """The change feed publisher's single row: its lock, and up to when quiet studies were announced."""
+
+    __tablename__ = "feed_state"
+
+    id: int = Field(sa_column=Column("id", Integer(), primary_key=True, autoincrement=False))
+    stable_until: datetime | None = Field(default=None, sa_column=Column("stable_until", UtcDateTime(), nullable=True))
+
+
+class BlobJournal(SQLModel, table=True):
+    """A blob being written: committed before the put, removed by the index transaction referencing it."""
+
+    __tablename__ = "blob_journal"
+
+    blob_key: str = Field(sa_column=Column("blob_key", text_type(), primary_key=True))
+    host: str = Field(sa_column=Column("host", String(255), nullable=False))
+    created_at: datetime = _time_column("created_at")
 
 
 # Core handles for the hot paths (SQLAlchemy Core statements, no ORM sessions).
@@ -305,3 +342,5 @@ study_sop_class_table: Final = SQLModel.metadata.tables["study_sop_class"]
 series_table: Final = SQLModel.metadata.tables["series"]
 instance_table: Final = SQLModel.metadata.tables["instance"]
 change_table: Final = SQLModel.metadata.tables["change"]
+feed_state_table: Final = SQLModel.metadata.tables["feed_state"]
+blob_journal_table: Final = SQLModel.metadata.tables["blob_journal"]

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from storage.errors import ArchiveError, NotFound
+from storage.index.database import write_transaction
 from storage.index.models import UtcDateTime, id_type
 
 if TYPE_CHECKING:
@@ -184,18 +185,18 @@ def update_node(engine: Engine, ae_title: str, fields: NodeFields) -> DicomNode:
         DuplicateNode: the new AE title belongs to another node.
     """
     values = _validated(fields)
-    with Session(engine, expire_on_commit=False) as session:
-        node = _find(session, ae_title)
-        for name, value in values.items():
-            setattr(node, name, value)
-        session.add(node)
-        try:
-            session.commit()
-        except IntegrityError as exc:
-            msg = f"a DICOM node with AE title {values['ae_title']!r} is already registered"
-            raise DuplicateNode(msg) from exc
-        session.refresh(node)
-        return node
+    # Read, then write: in one write transaction, so SQLite takes its write lock up front.
+    try:
+        with write_transaction(engine) as connection, Session(connection, expire_on_commit=False) as session:
+            node = _find(session, ae_title)
+            for name, value in values.items():
+                setattr(node, name, value)
+            session.flush()
+            session.refresh(node)
+    except IntegrityError as exc:
+        msg = f"a DICOM node with AE title {values['ae_title']!r} is already registered"
+        raise DuplicateNode(msg) from exc
+    return node
 
 
 def delete_node(engine: Engine, ae_title: str) -> None:
@@ -205,6 +206,6 @@ def delete_node(engine: Engine, ae_title: str) -> None:
         InvalidNode: `ae_title` is not a valid AE title.
         NotFound: no such node.
     """
-    with Session(engine) as session:
+    with write_transaction(engine) as connection, Session(connection) as session:
         session.delete(_find(session, ae_title))
-        session.commit()
+        session.flush()

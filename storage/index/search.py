@@ -49,6 +49,7 @@ __all__ = [
     "STUDY_DEFAULTS",
     "SearchResult",
     "search",
+    "study_visible",
 ]
 
 DicomJson = dict[str, Any]
@@ -195,6 +196,18 @@ def search(connection: Connection, query: Query, *, max_results: int) -> SearchR
     return SearchResult(_to_dicom_json(connection, query, rows), truncated)
 
 
+def study_visible(connection: Connection, study_uid: str, policy: tuple[tuple[str, tuple[str, ...]], ...]) -> bool:
+    """Whether the study exists and passes the access policy (the same SQL QIDO uses).
+
+    Raises:
+        ValueError: `policy` names a keyword that is not a study-level key.
+    """
+    dialect = connection.dialect.name
+    conditions = [_policy_condition(dialect, keyword, allowed) for keyword, allowed in policy]
+    statement = select(study_table.c.id).where(study_table.c.study_instance_uid == study_uid, *conditions).limit(1)
+    return connection.execute(statement).first() is not None
+
+
 _LEVEL_ORDER: Final[Mapping[Level, tuple[FromClause, tuple[Any, ...]]]] = {
     # Newest studies first; series and instances in their numbering, then arrival.
     Level.STUDY: (
@@ -261,7 +274,11 @@ def _policy_condition(dialect: str, keyword: str, allowed: tuple[str, ...]) -> C
         raise ValueError(msg)
     if not allowed:
         return false()
-    return _in_study(keyword, _any_of(dialect, key.vr, _COLUMNS[keyword], allowed))
+    column = _COLUMNS[keyword]
+    if key.vr in {"PN", "UI"}:
+        return _in_study(keyword, _any_of(dialect, key.vr, column, allowed))
+    # A user's filter may use QIDO's wildcards ("CT*", "St. Mary?s").
+    return _in_study(keyword, or_(*(_equal_or_wildcard(dialect, column, value) for value in allowed)))
 
 
 def _compile_match(dialect: str, match: Match, *, fuzzy: bool) -> ColumnElement[bool] | None:

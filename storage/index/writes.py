@@ -27,6 +27,7 @@ from sqlalchemy.sql.dml import Insert, ReturningDelete
 
 from storage.dicom.records import ParsedInstance
 from storage.errors import ArchiveError, ConflictingInstance, NotFound
+from storage.index.journal import forget_blobs
 from storage.index.models import (
     change_table,
     instance_table,
@@ -603,6 +604,7 @@ def add_instance(connection: Connection, item: NewInstance) -> AddOutcome:
     writer = _Writer(connection, savepoints=False)
     outcome = writer.add(item)
     writer.flush()
+    forget_blobs(connection, [item.blob_key])  # its bytes are referenced now: no longer pending
     return outcome
 
 
@@ -621,6 +623,8 @@ def add_instances(connection: Connection, items: Sequence[NewInstance]) -> list[
         except ArchiveError as exc:
             outcomes[position] = exc
     writer.flush()
+    # Referenced now, or refused (the caller deletes those bytes): no blob of the batch is pending.
+    forget_blobs(connection, [item.blob_key for item in items])
     return [outcomes[position] for position in range(len(items))]
 
 

@@ -127,7 +127,7 @@ class TestKilledDuringALargeStow:
         (row,) = pacs.search("/studies", {"StudyInstanceUID": study.study_uid})
         assert first(row, "00201208") == len(listed)
 
-        blobs = {path.name.rsplit(".", 2)[0] for path in pacs.blob_files()}  # <sop>.<sha256 prefix>.dcm
+        blobs = {path.name.rsplit(".", 3)[0] for path in pacs.blob_files()}  # <sop>.<sha256 prefix>.<write id>.dcm
         assert blobs == listed, (
             f"blob files the index does not reference after restart: {sorted(blobs - listed)}; "
             f"{len(left_by_the_crash)} blob files were left by the crash for {len(listed)} indexed instances"

@@ -57,8 +57,20 @@ MAX_EXAMPLES: Final = 25
 FRAME_LISTS: Final = ("1", "3", "2,1", "1,1")
 AE_TITLE: Final = "CONTRACT_SCU"
 NODE: Final = {"ae_title": AE_TITLE, "host": "127.0.0.1", "port": 11112}
-# Valid requests of these may all miss: a token id drawn at random rarely names a token.
-MAY_NEVER_SUCCEED: Final = {("DELETE", "/api/tokens/{token_id}")}
+CONTRACT_USER: Final = {"username": "contract-user", "password": "contract password", "role": "viewer"}
+# Valid requests of these may all miss: an id drawn at random rarely names a token or a link, a random
+# refresh or share-link token is never a live one, and personal tokens belong to users, not to the
+# admin API token the test runs with.
+MAY_NEVER_SUCCEED: Final = {
+    ("DELETE", "/api/tokens/{token_id}"),
+    ("DELETE", "/api/share-links/{link_id}"),
+    ("POST", "/api/auth/refresh"),
+    ("POST", "/api/share-links/challenge"),
+    ("POST", "/api/share-links/redeem"),
+    ("GET", "/api/me/tokens"),
+    ("POST", "/api/me/tokens"),
+    ("DELETE", "/api/me/tokens/{token_id}"),
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,7 @@ def stocked(backend: str, live_servers: ServerFactory) -> Iterator[Stocked]:
             stored = http.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
             assert stored.status_code == 200, stored.text
             assert http.post("/api/dicom-nodes", json=NODE).status_code == 201
+            assert http.post("/api/users", json=CONTRACT_USER).status_code == 201
             tokens = http.get("/api/tokens").json()
         (admin_id,) = (token["id"] for token in tokens if token["name"] == "tests")
         yield Stocked(server.url, server.token, admin_id, tuple(uids_of(part) for part in parts))
@@ -156,11 +169,24 @@ def _aim_at_stored_data(case: Case, data: st.DataObject, stocked: Stocked) -> No
     if not data.draw(st.booleans(), label="aim at stored data"):
         return
     study, series, instance = data.draw(st.sampled_from(stocked.instances), label="stored instance")
+    if case.operation.path == "/api/auth/login":
+        case.body = {key: CONTRACT_USER[key] for key in ("username", "password")}
+    if case.operation.path == "/api/share-links" and case.method == "POST":
+        case.body = {"validity": "1d", "study_uid": study}
     if path:
-        named = {"study": study, "series": series, "instance": instance, "ae_title": AE_TITLE, "tag": "7FE00010"}
+        named = {
+            "study": study,
+            "series": series,
+            "instance": instance,
+            "ae_title": AE_TITLE,
+            "tag": "7FE00010",
+            "username": CONTRACT_USER["username"],
+        }
         path.update({key: value for key, value in named.items() if key in path})
         if "ae_title" in path:  # an earlier PUT may have renamed it, a DELETE removed it
             httpx.post(f"{stocked.url}/api/dicom-nodes", json=NODE, headers=_auth(stocked), timeout=30)
+        if "username" in path:  # an earlier DELETE may have removed it
+            httpx.post(f"{stocked.url}/api/users", json=CONTRACT_USER, headers=_auth(stocked), timeout=30)
         if "frames" in path:
             path["frames"] = data.draw(st.sampled_from(FRAME_LISTS), label="frame list")
     if case.operation.path == "/wado":
@@ -224,6 +250,9 @@ CLIENT_CONFIG: Final = {
             'multipart/related; type="application/dicom"',
             'multipart/related; type="application/dicom+xml"',
             'multipart/related; type="application/octet-stream"',
+            "application/jsonl",
+            "image/jpeg",  # rendered images and thumbnails
+            'multipart/related; type="image/jpeg"',
         )
     },
 }

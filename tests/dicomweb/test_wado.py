@@ -250,7 +250,8 @@ class TestNotAcceptable:
             ("instance", 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'),
             ("instance", "image/png"),
             ("instance", 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.2'),
-            ("frame", 'multipart/related; type="image/jp2"'),
+            # 16-bit frames: JPEG baseline carries 8-bit samples only (PS3.5 §A.4.1).
+            ("frame", 'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.50'),
             ("frame", "text/html"),
             ("metadata", 'multipart/related; type="application/dicom"'),
             ("metadata", "image/jpeg"),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,22 +101,67 @@ class TestDelete:
 
 
 class TestOrphanSweep:
-    def test_a_blob_without_index_row_is_removed(self, archive: Archive) -> None:
+    def test_a_blob_without_index_row_or_journal_row_is_removed_whatever_its_age(self, archive: Archive) -> None:
         result = archive.store(*spooled(archive, CT))
         (stored,) = archive.instances(result.study_uid)
         orphan_key = stored.blob_key.rsplit("/", 1)[0] + "/orphan.dcm"
         source, _ = spooled(archive, b"bytes that were never indexed")
         archive.blobs.put_file(orphan_key, source)
-        assert archive.sweep_orphans(grace_seconds=0) == 1
+        assert archive.sweep_orphans(grace_seconds=3600) == 1
         assert blob_files(archive) == [stored.blob_key]
 
-    def test_young_orphans_are_spared_within_the_grace_period(self, archive: Archive) -> None:
-        source, _ = spooled(archive, b"in flight")
-        archive.blobs.put_file(archive_key_today(archive), source)
-        assert archive.sweep_orphans(grace_seconds=3600) == 0
+    def test_a_store_in_flight_on_another_host_is_spared_within_the_grace_period(self, archive: Archive) -> None:
+        key = put_journaled(archive, "other-host")
+        assert archive.sweep_orphans(grace_seconds=3600, after_restart=True) == 0
+        assert blob_files(archive) == [key]
+
+    def test_a_journaled_blob_older_than_the_grace_period_is_removed_with_its_row(self, archive: Archive) -> None:
+        put_journaled(archive, "other-host")
+        assert archive.sweep_orphans(grace_seconds=0) == 1
+        assert blob_files(archive) == []
+        assert archive.index.journal.stale(older_than=datetime.now(UTC), host=None) == []
+
+    def test_after_a_restart_this_hosts_own_journaled_blobs_are_removed_at_once(self, archive: Archive) -> None:
+        put_journaled(archive, archive.host)
+        assert archive.sweep_orphans(grace_seconds=3600) == 0  # maybe a store of this running host
+        assert archive.sweep_orphans(grace_seconds=3600, after_restart=True) == 1
+        assert blob_files(archive) == []
+
+    def test_a_journal_row_whose_put_never_happened_is_cleared(self, archive: Archive) -> None:
+        archive.index.journal.begin(archive_key_today(archive), archive.host)
+        archive.sweep_orphans(grace_seconds=3600, after_restart=True)
+        assert archive.index.journal.entries([archive_key_today(archive)]) == {}
+
+
+class TestBlobJournal:
+    def test_a_stored_instance_leaves_no_journal_row(self, archive: Archive) -> None:
+        result = archive.store(*spooled(archive, CT))
+        (stored,) = archive.instances(result.study_uid)
+        assert archive.index.journal.entries([stored.blob_key]) == {}
+
+    def test_a_refused_instance_leaves_neither_blob_nor_journal_row(self, archive: Archive) -> None:
+        with pytest.raises(InvalidInstance):
+            archive.store(*spooled(archive, CT), study_uid="1.2.3.999")
+        assert blob_files(archive) == []
+        assert archive.index.journal.stale(older_than=datetime.now(UTC), host=archive.host) == []
+
+    def test_every_store_gets_a_key_of_its_own_even_for_identical_bytes(self, archive: Archive) -> None:
+        first = archive.store(*spooled(archive, CT))
+        (stored,) = archive.instances(first.study_uid)
+        archive.store(*spooled(archive, CT))
+        (again,) = archive.instances(first.study_uid)
+        assert again.blob_key == stored.blob_key  # identical bytes: the first blob stays
+        assert blob_files(archive) == [stored.blob_key]  # the second write's own blob went
+
+
+def put_journaled(archive: Archive, host: str) -> str:
+    """A blob put under a journal row of `host`, never indexed: a store in flight or a dead one."""
+    key = archive_key_today(archive)
+    archive.index.journal.begin(key, host)
+    source, _ = spooled(archive, b"in flight")
+    archive.blobs.put_file(key, source)
+    return key
 
 
 def archive_key_today(archive: Archive) -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).strftime("%Y%m%d") + "/1.2/3.4/5.6.in-flight.dcm"

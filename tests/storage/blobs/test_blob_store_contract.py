@@ -1,6 +1,7 @@
-"""The BlobStore contract: every adapter must pass this suite (filesystem now, S3 with scale-out).
+"""The BlobStore contract: every adapter must pass this suite (filesystem, and S3 over real HTTP).
 
-Add an adapter by adding a param to the `store` fixture; tests use only the Protocol.
+Add an adapter by adding a param to the `store` fixture; tests use only the Protocol. The S3
+variant talks to moto_server (the `s3_server` fixture), a bucket per test.
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ import pytest
 
 from storage.blobs.base import CHUNK_SIZE, BlobStore
 from storage.blobs.filesystem import FilesystemBlobStore
+from storage.blobs.s3 import S3BlobStore
 from storage.errors import BlobError, BlobExists, BlobNotFound, InvalidBlobKey
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from s3_server import S3Server
+
 DATA = bytes(range(256)) * 40  # 10240 bytes, every byte value
 
 
-@pytest.fixture(params=["filesystem"])
+@pytest.fixture(params=["filesystem", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "filesystem":
         return FilesystemBlobStore(tmp_path / "blobs")
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        return S3BlobStore(server.new_bucket(), "archive/blobs", server.options(staging_dir=tmp_path / "staging"))
     raise AssertionError(request.param)
 
 
@@ -128,13 +135,19 @@ class TestMissingBlob:
         with pytest.raises(BlobNotFound, match="nothing/here"):
             next(stream)
 
-    def test_read_range_size_and_local_path_raise_blob_not_found(self, store: BlobStore) -> None:
+    def test_read_range_and_size_raise_blob_not_found(self, store: BlobStore) -> None:
         with pytest.raises(BlobNotFound):
             store.read_range("nothing", 0, 1)
         with pytest.raises(BlobNotFound):
             store.size("nothing")
-        with pytest.raises(BlobNotFound):
-            store.local_path("nothing")
+
+    def test_local_path_of_a_missing_blob_is_not_found_or_none_for_remote_stores(self, store: BlobStore) -> None:
+        put(store, "present", DATA)
+        if store.local_path("present") is None:  # no local files (S3)
+            assert store.local_path("nothing") is None
+        else:
+            with pytest.raises(BlobNotFound):
+                store.local_path("nothing")
 
     def test_a_folder_of_blobs_is_not_a_blob(self, store: BlobStore) -> None:
         put(store, "studies/1/a", DATA)

@@ -6,6 +6,7 @@ import pytest
 
 from storage.blobs import open_blob_store
 from storage.blobs.filesystem import FilesystemBlobStore
+from storage.blobs.s3 import S3BlobStore, S3Options
 from storage.errors import BlobError
 
 if TYPE_CHECKING:
@@ -34,11 +35,24 @@ class TestFilesystemUrls:
         assert store.root == tmp_path / "my blobs"
 
 
-class TestUnsupportedUrls:
-    def test_s3_says_it_arrives_with_scale_out(self) -> None:
-        with pytest.raises(BlobError, match="S3 blob stores arrive with the scale-out issue"):
-            open_blob_store("s3://bucket/prefix")
+class TestS3Urls:
+    def test_an_s3_url_opens_the_bucket_with_the_path_as_key_prefix(self) -> None:
+        store = open_blob_store("s3://my-bucket/archive/blobs/", s3=S3Options(endpoint_url="http://127.0.0.1:1"))
+        assert isinstance(store, S3BlobStore)
+        assert (store.bucket, store.prefix) == ("my-bucket", "archive/blobs")
 
+    def test_an_s3_url_without_a_path_uses_the_whole_bucket(self) -> None:
+        store = open_blob_store("s3://my-bucket")
+        assert isinstance(store, S3BlobStore)
+        assert store.prefix == ""
+
+    @pytest.mark.parametrize("url", ["s3:///prefix", "s3://bucket/p?versionId=1"])
+    def test_an_s3_url_without_a_bucket_or_with_a_query_is_refused(self, url: str) -> None:
+        with pytest.raises(BlobError, match="s3://bucket/prefix"):
+            open_blob_store(url)
+
+
+class TestUnsupportedUrls:
     @pytest.mark.parametrize("url", ["file://server/share/blobs", "file:relative/path"])
     def test_a_file_url_without_a_local_absolute_path_is_refused(self, url: str) -> None:
         with pytest.raises(BlobError, match="file:///absolute/path"):

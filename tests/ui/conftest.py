@@ -1,0 +1,93 @@
+"""Browser-test fixtures: a real server with the viewer installed, seeded studies, Debian's chromium.
+
+Playwright drives /usr/bin/chromium (installed by `make system-packages`); its own browser download
+is never used. WebGL in headless chromium needs SwiftShader (`--enable-unsafe-swiftshader`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+import pytest
+from dicomdata import Patient, SeriesSpec, StudySpec, build_instances, part10
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from ui_helpers import VIEWER_DIST, new_context, store
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from conftest import LiveServer, ServerFactory  # tests/conftest.py
+
+CHROMIUM: Final = Path("/usr/bin/chromium")
+CHROMIUM_ARGS: Final = ["--headless=new", "--no-sandbox", "--enable-unsafe-swiftshader"]
+
+
+class Seeded(NamedTuple):
+    """The server and the studies the UI tests find by name (30 more fill a second page)."""
+
+    server: LiveServer
+    studies: dict[str, StudySpec]
+
+
+def study_of(name: str, patient_id: str, date: str, *, modality: str = "CT", instances: int = 2) -> StudySpec:
+    """A small study of one series."""
+    return StudySpec(
+        Patient(name, patient_id, "19610203"),
+        date,
+        f"ACC{uuid.uuid4().hex[:8].upper()}",
+        (SeriesSpec(modality, instances, size=64),),
+        description=f"{modality} {name.split('^')[0].title()} study",
+    )
+
+
+@pytest.fixture(scope="session")
+def ui_server(live_servers: ServerFactory) -> Iterator[LiveServer]:
+    """A server on a fresh archive, for the browser tests (the viewer must be installed)."""
+    assert (VIEWER_DIST / "index.html").is_file(), f"the OHIF viewer is not installed in {VIEWER_DIST}: run make viewer"
+    server = live_servers.start("sqlite")
+    yield server
+    live_servers.stop(server)
+
+
+@pytest.fixture(scope="session")
+def seeded(ui_server: LiveServer) -> Seeded:
+    """Studies for search, viewing and sharing, and 30 more so the list has a second page."""
+    from datetime import date
+
+    today = date.today().strftime("%Y%m%d")
+    studies = {
+        "lovelace": study_of("LOVELACE^ADA", "UI-ADA", today, modality="MR", instances=3),
+        "turing": study_of("TURING^ALAN", "UI-ALAN", "20200101"),
+        "hopper": study_of("HOPPER^GRACE", "UI-GRACE", "20190615"),
+    }
+    crowd = [study_of(f"CROWD^{number:03d}", f"UI-CROWD-{number:03d}", "20100101", instances=1) for number in range(30)]
+    with ui_server.client() as client:
+        for spec in [*studies.values(), *crowd]:
+            store(client, [part10(ds) for ds in build_instances(spec)])
+    return Seeded(ui_server, studies)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's headless chromium, driven by Playwright."""
+    assert CHROMIUM.is_file(), "chromium is not installed: run make system-packages (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile for one test."""
+    fresh = new_context(browser)
+    yield fresh
+    fresh.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    """A page in a fresh profile."""
+    return context.new_page()
