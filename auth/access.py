@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from auth.audit import AuditLog
 from auth.errors import InvalidCredentials, InvalidToken
@@ -17,11 +17,15 @@ from auth.tokens import TOKEN_PREFIX, TokenService
 from auth.users import UserService
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy import Engine
 
     from auth.share_links import ShareLinkGrant
 
 __all__ = ["SHARE_SESSION_LIFETIME", "AccessControl"]
+
+T = TypeVar("T")
 
 # A share-link session is short (the page can redeem again while the link lives).
 SHARE_SESSION_LIFETIME: Final = timedelta(hours=4)
@@ -89,23 +93,26 @@ class AccessControl:
             )
         return self._user(claims.subject, PrincipalKind.USER)
 
-    def check_attempt(self, key: str, address: str) -> None:
-        """Refuse a login or second-factor attempt while the account/link or the address is locked out.
+    def attempt(self, key: str, address: str, check: Callable[[], T]) -> T:
+        """Run a credential check (a password, a share link and its factor) under brute-force limits.
+
+        Failures count against `key` (the account or link) and the client `address`; a success
+        clears the key.
 
         Raises:
-            TooManyAttempts: with the seconds until a retry is allowed.
+            TooManyAttempts: the key or the address is locked out for now.
+            InvalidCredentials: `check` refused the credentials.
         """
         self.account_failures.check(key)
         self.address_failures.check(address)
-
-    def failed_attempt(self, key: str, address: str) -> None:
-        """Count a failed attempt against the account/link and the address."""
-        self.account_failures.fail(key)
-        self.address_failures.fail(address)
-
-    def succeeded_attempt(self, key: str) -> None:
-        """A right password or factor clears its account/link (not the address)."""
+        try:
+            result = check()
+        except InvalidCredentials:
+            self.account_failures.fail(key)
+            self.address_failures.fail(address)
+            raise
         self.account_failures.succeed(key)
+        return result
 
     def share_session(self, grant: ShareLinkGrant) -> tuple[str, int]:
         """An access token for a redeemed link: (token, seconds it lives)."""

@@ -49,6 +49,7 @@ class Action(StrEnum):
     LOGIN = "login"
     LOGOUT = "logout"
     ADMINISTER = "administer"  # users, tokens, DICOM nodes
+    SEND = "send"  # a study (or some of its instances) sent to another node by a forwarding job
 
 
 class Outcome(StrEnum):

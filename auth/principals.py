@@ -17,6 +17,8 @@ class Permission(StrEnum):
     DELETE = "delete"
     SHARE = "share"  # create and revoke share links
     READ_NODES = "read-nodes"  # read the DICOM node registry (the bridge checks callers against it)
+    SEND = "send"  # send studies to other nodes; list and retry forwarding jobs
+    DELIVER = "deliver"  # claim forwarding jobs and report their outcome (the bridge delivers them)
     ADMINISTER = "administer"  # users, tokens, DICOM nodes, audit log, settings
 
 
@@ -34,12 +36,12 @@ class Role(StrEnum):
 
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.MANAGER: frozenset({Permission.READ, Permission.STORE, Permission.DELETE, Permission.SHARE}),
+    Role.MANAGER: frozenset({Permission.READ, Permission.STORE, Permission.DELETE, Permission.SHARE, Permission.SEND}),
     Role.RADIOLOGIST: frozenset({Permission.READ, Permission.STORE, Permission.SHARE}),
     Role.REFERRING: frozenset({Permission.READ, Permission.SHARE}),
     Role.VIEWER: frozenset({Permission.READ}),
     Role.UPLOADER: frozenset({Permission.READ, Permission.STORE}),
-    Role.SERVICE: frozenset({Permission.READ, Permission.STORE, Permission.READ_NODES}),
+    Role.SERVICE: frozenset({Permission.READ, Permission.STORE, Permission.READ_NODES, Permission.DELIVER}),
 }
 
 

@@ -14,14 +14,18 @@ from litestar.di import Provide
 from auth.access import AccessControl
 from auth.oidc import OidcVerifier
 from dicomweb.admin import ADMIN_HANDLERS
+from dicomweb.attachments import ATTACHMENT_HANDLERS
 from dicomweb.audit_log import AUDIT_HANDLERS
 from dicomweb.audit_trail import AuditTrail
 from dicomweb.changes import CHANGE_HANDLERS
 from dicomweb.context import AppContext, refuse_nul
 from dicomweb.deletion import DELETE_HANDLERS
 from dicomweb.errors import EXCEPTION_HANDLERS
+from dicomweb.forwarding import FORWARDING_HANDLERS, rule_engine_task
+from dicomweb.metrics import METRICS_HANDLERS, HttpMetrics, JsonLogFormatter
 from dicomweb.nodes import DICOM_NODES_ROUTER
 from dicomweb.openapi import openapi_config
+from dicomweb.operations import OPERATIONS_HANDLERS, retention_schedule
 from dicomweb.qido import QIDO_HANDLERS
 from dicomweb.rendered import RENDERED_HANDLERS
 from dicomweb.request_log import RequestLog
@@ -89,6 +93,7 @@ def create_app(settings: Settings) -> Litestar:
     """The whole HTTP application for `settings`."""
     context = build_context(settings)
     context.archive.blobs.staging_dir().mkdir(parents=True, exist_ok=True)
+    metrics = HttpMetrics(context)
     return Litestar(
         route_handlers=[
             *QIDO_HANDLERS,
@@ -104,16 +109,21 @@ def create_app(settings: Settings) -> Litestar:
             USERS_ROUTER,
             *SHARE_LINK_HANDLERS,
             *AUDIT_HANDLERS,
+            *FORWARDING_HANDLERS,
+            *ATTACHMENT_HANDLERS,
+            *OPERATIONS_HANDLERS,
+            *METRICS_HANDLERS,
             *ui_routes(settings),
         ],
         dependencies={"engine": Provide(lambda: context.engine, sync_to_thread=False)},
         # The audit trail sits outside authentication, so that refused requests are recorded too.
-        middleware=[RequestLog(), AuditTrail(), authentication()],
+        middleware=[RequestLog(), metrics.middleware(), AuditTrail(), authentication()],
         cors_config=cors_config(settings),
         on_shutdown=[context.access.audit.flush],
+        lifespan=[rule_engine_task(context), retention_schedule],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=refuse_nul,
-        state=State({"context": context}),
+        state=State({"context": context, "metrics": metrics}),
         openapi_config=openapi_config(version("webpacs")),
         request_max_body_size=settings.max_request_bytes,
         debug=False,
@@ -124,12 +134,15 @@ def create_app(settings: Settings) -> Litestar:
 def create_app_from_env() -> Litestar:
     """Factory for uvicorn workers: settings come from WEBPACS_* variables."""
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 
-def configure_logging(level: str) -> None:
-    """Plain one-line records on standard error; Alembic's start-up chatter only at warning."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One-line records on standard error (`json`: one JSON object each); Alembic's start-up chatter only at warning."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLogFormatter())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request of the CLI's client

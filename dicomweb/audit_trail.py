@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AuditTrail", "audit", "client_address"]
 
-_STUDY_IN_PATH: Final = re.compile(r"^/dicomweb/studies/([0-9.]{1,64})(?:/|$)")
+_STUDY_IN_PATH: Final = re.compile(r"^/(?:dicomweb|api)/studies/([0-9.]{1,64})(?:/|$)")
+_ATTACHMENTS: Final = re.compile(r"^/api/studies/[^/]+/attachments$")
 # QIDO-RS resources (PS3.18 §10.6): the collections, not a study's or series' own resource.
 _SEARCH: Final = re.compile(
     r"^/dicomweb/(?:studies(?:/[^/]+/series(?:/[^/]+/instances)?|/[^/]+/instances)?"
@@ -53,6 +54,8 @@ def _action(method: str, path: str) -> Action | None:
         return Action.VIEW if _VIEW.search(path) else Action.DOWNLOAD
     if path == "/wado":
         return Action.VIEW
+    if _ATTACHMENTS.match(path):
+        return Action.STORE if method == "POST" else Action.VIEW
     if path.startswith("/api/") and method != "GET" and not _SELF_AUDITED.match(path):
         return Action.ADMINISTER
     return None

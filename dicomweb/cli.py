@@ -22,6 +22,7 @@ import yaml
 from auth.errors import InvalidToken, UnknownUser
 from auth.principals import Role
 from dicomweb.app import configure_logging
+from dicomweb.metrics import prepare_multiprocess_metrics
 from dicomweb.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `webpacs` command line; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    configure_logging("info")
+    configure_logging("info", os.environ.get("WEBPACS_LOG_FORMAT", "text"))
     try:
         result: int = args.run(args)
     except SettingsError as exc:
@@ -111,11 +112,13 @@ def _parser() -> argparse.ArgumentParser:
 
     from dicomweb.importer import add_import_command
     from dicomweb.migrate_storage import add_migrate_storage_command
+    from dicomweb.operations import add_operations_commands
     from dicomweb.user_commands import add_user_command
 
     add_import_command(commands)
     add_user_command(commands)
     add_migrate_storage_command(commands)
+    add_operations_commands(commands)
     return parser
 
 
@@ -185,6 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
     if removed:
         log.warning("removed %d orphaned blob(s) left by an interrupted store", removed)
     _export(settings)
+    prepare_multiprocess_metrics(settings)
     bridge = _BridgeLauncher(settings, context.access.tokens) if settings.bridge else None
     if bridge is not None:
         bridge.start()

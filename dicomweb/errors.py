@@ -31,7 +31,9 @@ from storage.errors import (
     NotAcceptable,
     NotFound,
 )
+from storage.forwarding import DuplicateRule, JobConflict
 from storage.index.nodes import DuplicateNode
+from storage.retention import DuplicatePolicy
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -46,6 +48,9 @@ PROBLEM_JSON: Final = "application/problem+json"
 _STATUS_BY_ERROR: Final[tuple[tuple[type[Exception], int], ...]] = (
     (NotFound, 404),
     (DuplicateNode, 409),
+    (DuplicatePolicy, 409),
+    (DuplicateRule, 409),
+    (JobConflict, 409),
     (ConflictingInstance, 409),
     (InvalidQuery, 400),
     (NotAcceptable, 406),
@@ -101,6 +106,12 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(exc.status_code, str(detail), headers=exc.headers)
 
 
+def _undecodable(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Problem]:
+    # Raised while parsing a request (a form field that is not UTF-8): the client's error, not ours.
+    log.info("%s %s: undecodable request text: %s", request.method, request.url.path, exc)
+    return problem(400, f"the request holds text that is not UTF-8 ({exc.reason} at byte {exc.start})")
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error; the server log has the details")
@@ -110,5 +121,6 @@ EXCEPTION_HANDLERS: Final = {
     ArchiveError: _domain_error,
     AuthError: _domain_error,
     HTTPException: _http_error,
+    UnicodeDecodeError: _undecodable,
     Exception: _unexpected,
 }

@@ -107,19 +107,20 @@ _public: Final[dict[str, Any]] = {"tags": ["auth"], "operation_class": PublicOpe
 async def login(request: Request[Any, Any, Any], data: LoginRequest) -> SessionTokens:
     """Trade a user name and password for a session (public; failures are rate-limited and audited)."""
     access = app_context(request).access
-    keys = (f"user:{data.username}", client_address(request.scope))
+    address = client_address(request.scope)
     failed = ("user", data.username)
     try:
-        access.check_attempt(*keys)
-        principal = await anyio.to_thread.run_sync(access.users.authenticate, data.username, data.password)
+        principal = await anyio.to_thread.run_sync(
+            lambda: access.attempt(
+                f"user:{data.username}", address, lambda: access.users.authenticate(data.username, data.password)
+            )
+        )
     except TooManyAttempts:
         audit(request, Action.LOGIN, Outcome.DENIED, actor=failed, detail="rate limited")
         raise
     except InvalidCredentials:
-        access.failed_attempt(*keys)
         audit(request, Action.LOGIN, Outcome.FAILURE, actor=failed)
         raise
-    access.succeeded_attempt(keys[0])
     assert principal.user_id is not None  # noqa: S101 - a local user always has an id
     session = await anyio.to_thread.run_sync(access.sessions.login, principal.user_id)
     audit(request, Action.LOGIN, Outcome.SUCCESS, actor=("user", principal.name))

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auth.oidc import OidcSettings, parse_role_map
 from storage.blobs import S3Options
 from storage.dicom.ingest_compression import CompressionPolicy
+from storage.forwarding import parse_backoff
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -36,6 +40,7 @@ class Settings:
     # only once the journal row is older than this (longer than any store: that host died).
     sweep_grace_seconds: int = 86_400
     log_level: str = "info"
+    log_format: str = "text"  # "json": one JSON object per log line (dicomweb/metrics.py JsonLogFormatter)
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser; none by default
     # The first admin, created at start when no user exists yet (no default admin/admin).
     initial_admin_user: str = ""
@@ -66,6 +71,14 @@ class Settings:
     s3_path_style: bool = False  # http://host/bucket addressing (MinIO, Ceph) instead of bucket.host
     # The change feed (/api/changes) announces a study as stable once no instance arrived for this long.
     stable_study_seconds: int = 60
+    # The server applies the retention policies (/api/retention-policies) this often; 0: never (CLI only).
+    retention_interval_seconds: int = 3600
+    # Forwarding: delays before retrying a failed job, in seconds (1 h, 1 day, 2 days, 1 week; then
+    # failed); how long a bridge's claim on a job lasts without progress; how often the rule engine
+    # looks at the change feed.
+    forward_backoff: str = "3600,86400,172800,604800"
+    forward_lease_seconds: int = 300
+    forward_interval_seconds: int = 2
 
     @property
     def effective_database_url(self) -> str:
@@ -120,6 +133,13 @@ class Settings:
             raise SettingsError(f"WEBPACS_MAX_RESULTS={self.max_results} must be at least 1")
         if self.stable_study_seconds < 1:
             raise SettingsError(f"WEBPACS_STABLE_STUDY_SECONDS={self.stable_study_seconds} must be at least 1")
+        if self.forward_lease_seconds < 1 or self.forward_interval_seconds < 1:
+            raise SettingsError("WEBPACS_FORWARD_LEASE_SECONDS and WEBPACS_FORWARD_INTERVAL_SECONDS must be at least 1")
+        self.forward_backoff_delays()
+        if self.retention_interval_seconds < 0:
+            raise SettingsError(
+                f"WEBPACS_RETENTION_INTERVAL_SECONDS={self.retention_interval_seconds} must be 0 (never) or more"
+            )
         if self.database_url and not self.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError(
                 f"WEBPACS_DATABASE_URL={self.database_url!r}: use sqlite:///path or postgresql+psycopg://user@host/db"
@@ -128,10 +148,23 @@ class Settings:
             raise SettingsError("set both WEBPACS_INITIAL_ADMIN_USER and WEBPACS_INITIAL_ADMIN_PASSWORD, or neither")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise SettingsError(f"WEBPACS_LOG_LEVEL={self.log_level!r}: use debug, info, warning or error")
+        if self.log_format not in {"text", "json"}:
+            raise SettingsError(f"WEBPACS_LOG_FORMAT={self.log_format!r}: use text or json")
         if not 1 <= len(self.bridge_ae_title) <= 16:
             raise SettingsError("WEBPACS_BRIDGE_AE_TITLE must have 1 to 16 characters (PS3.5 AE VR)")
         self.oidc_settings()
         self.compression_policy()
+
+    def forward_backoff_delays(self) -> tuple[timedelta, ...]:
+        """The retry delays of forwarding jobs.
+
+        Raises:
+            SettingsError: WEBPACS_FORWARD_BACKOFF is not a list of seconds.
+        """
+        try:
+            return parse_backoff(self.forward_backoff)
+        except ValueError as exc:
+            raise SettingsError(f"WEBPACS_FORWARD_BACKOFF={exc}") from exc
 
     def compression_policy(self) -> CompressionPolicy:
         """The compression-on-ingest rules (none by default).

@@ -8,8 +8,7 @@ failures are rate-limited per link and per client address. Every step is audited
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any, Final
 
 import anyio.to_thread
@@ -56,19 +55,9 @@ class ShareLinkIn:
 
 
 @dataclass(frozen=True)
-class ShareLinkOut:
+class ShareLinkOut(ShareLinkInfo):
     """A share link's facts; `url` (with the token) only in the answer that created it."""
 
-    id: int
-    study_uid: str
-    created_by: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    has_pin: bool
-    requires_birth_date: bool
-    last_used_at: datetime | None
-    uses: int
     url: str | None = None
 
 
@@ -100,7 +89,7 @@ class ShareSession:
 
 
 def _out(info: ShareLinkInfo, url: str | None = None) -> ShareLinkOut:
-    return ShareLinkOut(**{**info.__dict__, "url": url})
+    return ShareLinkOut(**asdict(info), url=url)
 
 
 async def _find_study(request: Request[Any, Any, Any], principal: Principal, data: ShareLinkIn) -> tuple[str, str]:
@@ -225,13 +214,10 @@ _public: Final[dict[str, Any]] = {
 async def share_link_challenge(request: Request[Any, Any, Any], data: RedeemRequest) -> Challenge:
     """Whether a live link asks for a PIN or the patient's birth date (public: the token is the key)."""
     access = app_context(request).access
-    keys = (_link_key(data.token), client_address(request.scope))
-    access.check_attempt(*keys)
-    try:
-        info = await anyio.to_thread.run_sync(access.share_links.challenge, data.token)
-    except InvalidCredentials:
-        access.failed_attempt(*keys)
-        raise
+    address = client_address(request.scope)
+    info = await anyio.to_thread.run_sync(
+        lambda: access.attempt(_link_key(data.token), address, lambda: access.share_links.challenge(data.token))
+    )
     return Challenge(info.has_pin, info.requires_birth_date)
 
 
@@ -246,21 +232,22 @@ async def share_link_challenge(request: Request[Any, Any, Any], data: RedeemRequ
 async def redeem_share_link(request: Request[Any, Any, Any], data: RedeemRequest) -> ShareSession:
     """Trade a link's token (and second factor) for a read-only session on its one study (public)."""
     access = app_context(request).access
-    keys = (_link_key(data.token), client_address(request.scope))
+    address = client_address(request.scope)
     holder = ("share", "share-link-holder")
     try:
-        access.check_attempt(*keys)
         grant = await anyio.to_thread.run_sync(
-            lambda: access.share_links.redeem(data.token, pin=data.pin, birth_date=data.birth_date)
+            lambda: access.attempt(
+                _link_key(data.token),
+                address,
+                lambda: access.share_links.redeem(data.token, pin=data.pin, birth_date=data.birth_date),
+            )
         )
     except TooManyAttempts:
         audit(request, Action.SHARE_USE, Outcome.DENIED, actor=holder, detail="rate limited")
         raise
     except InvalidCredentials as exc:
-        access.failed_attempt(*keys)
         audit(request, Action.SHARE_USE, Outcome.FAILURE, actor=holder, detail=str(exc))
         raise
-    access.succeeded_attempt(keys[0])
     token, lifetime = access.share_session(grant)
     audit(
         request,

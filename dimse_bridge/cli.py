@@ -32,6 +32,8 @@ bearer token, and nothing else:
   C-FIND            -> QIDO-RS (Patient Root and Study Root; PATIENT, STUDY, SERIES, IMAGE)
   C-MOVE / C-GET    -> QIDO-RS + WADO-RS, then C-STORE sub-operations (C-MOVE destinations
                        come from the AE registry, GET/POST /api/dicom-nodes on the server)
+  forwarding        claims due jobs (POST /api/forwarding-jobs/claim), retrieves by WADO-RS and
+                    sends by C-STORE to a registered node or by STOW-RS to a DICOMweb server
 """
 
 _EPILOG = f"""\
@@ -111,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--stow-concurrency", type=int, metavar="N", help="STOW-RS requests in flight at once (default 4)"
     )
     tuning.add_argument("--qido-page-size", type=int, metavar="N", help="QIDO-RS page size (limit) (default 1000)")
+    forwarding = parser.add_argument_group("forwarding")
+    forwarding.add_argument(
+        "--no-forward",
+        dest="forward",
+        action="store_false",
+        default=None,
+        help="do not deliver the server's forwarding jobs (another bridge does)",
+    )
+    forwarding.add_argument(
+        "--forward-poll", type=float, metavar="S", help="seconds between claims when no job is due (default 5)"
+    )
     tuning.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
     return parser
 

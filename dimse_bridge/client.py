@@ -38,6 +38,8 @@ __all__ = [
     "ServerUnreachable",
     "StoredInstance",
     "StowResult",
+    "parse_stow_response",
+    "stow_request",
 ]
 
 _DICOM_JSON: Final = "application/dicom+json"
@@ -158,29 +160,11 @@ class DicomWebClient:
             ServerUnreachable: see the class.
             DicomWebError: any error status but 409 (which lists per-instance failures).
         """
-        writer = MultipartWriter()
-        heads = [writer.part_header("application/dicom") for _ in files]
-        tail = writer.closing_delimiter()
-        length = sum(len(h) + p.stat().st_size for h, p in zip(heads, files, strict=True)) + len(tail)
-
-        def body() -> Iterator[bytes]:
-            for head, path in zip(heads, files, strict=True):
-                yield head
-                with path.open("rb") as fp:
-                    while chunk := fp.read(_CHUNK):
-                        yield chunk
-            yield tail
-
-        headers = {
-            "Content-Type": writer.content_type("application/dicom"),
-            # A known length lets the server see a cut body for what it is (no chunked encoding).
-            "Content-Length": str(length),
-            "Accept": _DICOM_JSON,
-        }
-        response = self._request("POST", "/dicomweb/studies", headers=headers, content=body())
+        headers, body = stow_request(files)
+        response = self._request("POST", "/dicomweb/studies", headers=headers, content=body)
         # PS3.18 §10.5.3: 409 means none stored, and its body still says why for each instance.
         self._raise_for_status(response, allowed=(409,))
-        return StowResult(response.status_code, _parse_stow_response(response))
+        return StowResult(response.status_code, parse_stow_response(response))
 
     def search(self, path: str, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """QIDO-RS `/dicomweb{path}`, paging with limit/offset; yields DICOM JSON objects.
@@ -204,8 +188,10 @@ class DicomWebClient:
             offset += len(items)
 
     @contextlib.contextmanager
-    def retrieve(self, path: str, directory: Path) -> Iterator[Iterator[Path]]:
-        """WADO-RS `/dicomweb{path}` as stored (`transfer-syntax=*`); each part spooled to a file.
+    def retrieve(self, path: str, directory: Path, *, transfer_syntax: str | None = None) -> Iterator[Iterator[Path]]:
+        """WADO-RS `/dicomweb{path}` as stored (`transfer-syntax=*`), or transcoded to `transfer_syntax`.
+
+        Each part is spooled to a file.
 
         Use as a context manager; the inner iterator yields one temporary Part-10 file per part,
         in `directory`, which the caller deletes. Only one part is held at a time.
@@ -214,7 +200,7 @@ class DicomWebClient:
             ServerUnreachable: see the class.
             DicomWebError: see the class (404: nothing to retrieve).
         """
-        headers = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+        headers = {"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={transfer_syntax or "*"}'}
         try:
             with self._http.stream("GET", "/dicomweb" + path, headers=headers) as response:
                 if response.status_code >= 400:
@@ -223,6 +209,20 @@ class DicomWebClient:
                 yield _spool_parts(response, directory)
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"GET {self._base}/dicomweb{path}: {exc!r}") from exc
+
+    def post_json(self, path: str, payload: Mapping[str, object]) -> Any:
+        """POST a JSON body to the server's `path` (under /api); the decoded JSON answer.
+
+        Raises:
+            ServerUnreachable: see the class.
+            DicomWebError: see the class.
+        """
+        try:
+            response = self._http.post(path, json=dict(payload), headers={"Accept": "application/json"})
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"POST {self._base}{path}: {exc!r}") from exc
+        self._raise_for_status(response)
+        return response.json() if response.content else None
 
     def list_nodes(self) -> list[DicomNode]:
         """The AE registry (`GET /api/dicom-nodes`).
@@ -246,7 +246,32 @@ class DicomWebClient:
         ]
 
 
-def _parse_stow_response(response: httpx.Response) -> dict[str, StoredInstance]:
+def stow_request(files: Sequence[Path]) -> tuple[dict[str, str], Iterator[bytes]]:
+    """The headers and the streamed body of a STOW-RS request carrying the Part-10 files."""
+    writer = MultipartWriter()
+    heads = [writer.part_header("application/dicom") for _ in files]
+    tail = writer.closing_delimiter()
+    length = sum(len(h) + p.stat().st_size for h, p in zip(heads, files, strict=True)) + len(tail)
+
+    def body() -> Iterator[bytes]:
+        for head, path in zip(heads, files, strict=True):
+            yield head
+            with path.open("rb") as fp:
+                while chunk := fp.read(_CHUNK):
+                    yield chunk
+        yield tail
+
+    headers = {
+        "Content-Type": writer.content_type("application/dicom"),
+        # A known length lets the server see a cut body for what it is (no chunked encoding).
+        "Content-Length": str(length),
+        "Accept": _DICOM_JSON,
+    }
+    return headers, body()
+
+
+def parse_stow_response(response: httpx.Response) -> dict[str, StoredInstance]:
+    """The verdict per SOP Instance UID of a STOW-RS response (PS3.18 §10.5.3)."""
     if not response.content:
         return {}
     body = response.json()

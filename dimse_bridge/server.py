@@ -22,6 +22,7 @@ from dimse_bridge.client import DicomWebClient
 from dimse_bridge.handlers.find import handle_find
 from dimse_bridge.handlers.retrieve import handle_get, handle_move
 from dimse_bridge.handlers.store import StowBatcher, handle_store
+from dimse_bridge.outbound import OutboundDelivery
 from dimse_bridge.registry import NodeRegistry
 from storage.dicom.media_types import TRANSFER_SYNTAXES
 
@@ -88,6 +89,8 @@ class Bridge:
             wait_timeout=settings.http_timeout * 2,
         )
         self._server: ThreadedAssociationServer | None = None
+        # Forwarding jobs: claimed over the API and delivered from this process (DESIGN.md §1).
+        self.outbound = OutboundDelivery(settings, self.client, self.registry) if settings.forward else None
         _configure_pynetdicom(settings)
         self.ae = self._build_ae()
 
@@ -142,6 +145,8 @@ class Bridge:
             self.settings.server_url,
             "any" if self.settings.accept_unregistered else "registered",
         )
+        if self.outbound is not None:
+            self.outbound.start()
 
     def stop(self) -> None:
         """Stop listening, end the associations, flush pending STOW-RS requests."""
@@ -149,6 +154,8 @@ class Bridge:
             self._server.shutdown()
             self._server = None
         self.ae.shutdown()
+        if self.outbound is not None:
+            self.outbound.stop()
         self.batcher.stop()
         self.client.close()
 

@@ -68,6 +68,8 @@ class BridgeSettings:
         stow_batch_bytes: most bytes (sum of file sizes) sent in one STOW-RS request.
         stow_concurrency: STOW-RS requests in flight at once.
         qido_page_size: `limit` of each QIDO-RS page.
+        forward: deliver the server's forwarding jobs (claimed over the API).
+        forward_poll: seconds between two claims when no job was due.
         log_level: Python logging level name.
     """
 
@@ -87,6 +89,8 @@ class BridgeSettings:
     stow_batch_bytes: int = 256 * 1024 * 1024
     stow_concurrency: int = 4
     qido_page_size: int = 1000
+    forward: bool = True
+    forward_poll: float = 5.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -115,7 +119,7 @@ class BridgeSettings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("acse_timeout", "dimse_timeout", "network_timeout", "http_timeout"):
+        for name in ("acse_timeout", "dimse_timeout", "network_timeout", "http_timeout", "forward_poll"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}={getattr(self, name)} must be a positive number")
         if self.registry_ttl < 0:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from dimse_bridge.registry import NodeRegistry
 
 __all__ = [
+    "CONVERSION_ERRORS",
     "InstanceRef",
     "RetrieveStatus",
     "accepted_syntaxes",
@@ -61,9 +62,11 @@ __all__ = [
     "handle_get",
     "handle_move",
     "list_instances",
+    "prepare_instance",
     "requested_contexts",
     "send_as_stored",
     "status_for_error",
+    "wado_paths",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -279,7 +282,26 @@ def send_as_stored(assoc: Association) -> None:
     assoc.send_c_store = send_c_store  # type: ignore[method-assign]
 
 
-def _prepare(path: Path, usable: Mapping[str, set[str]]) -> Dataset:
+# What `prepare_instance` raises when an instance cannot be sent: pydicom and its pixel plugins
+# raise these when a frame cannot be decoded.
+CONVERSION_ERRORS: Final = (
+    BridgeError,
+    InvalidDicomError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    AttributeError,
+    KeyError,
+)
+
+
+def prepare_instance(path: Path, usable: Mapping[str, set[str]]) -> Dataset:
+    """The spooled instance at `path` ready to C-STORE: as stored if accepted, else converted.
+
+    Raises:
+        BridgeError: no accepted transfer syntax fits; or another of CONVERSION_ERRORS: pydicom or
+            a pixel plugin cannot decode it.
+    """
     meta = read_file_meta_info(path)
     stored = str(meta.TransferSyntaxUID)
     sop_class = str(meta.MediaStorageSOPClassUID)
@@ -311,7 +333,8 @@ def _failed_sub_operation(ref: InstanceRef) -> Dataset:
     return placeholder
 
 
-def _wado_paths(level: str, refs: list[InstanceRef]) -> list[str]:
+def wado_paths(level: str, refs: list[InstanceRef]) -> list[str]:
+    """The WADO-RS resources holding the instances, one per study, series or instance (by `level`)."""
     if level in ("PATIENT", "STUDY"):
         return [f"/studies/{quote(s, safe='')}" for s in dict.fromkeys(r.study for r in refs)]
     if level == "SERIES":
@@ -331,7 +354,7 @@ def _sub_operations(
 ) -> Iterator[tuple[int, Dataset | None]]:
     pending = {ref.sop_instance: ref for ref in refs}
     with tempfile.TemporaryDirectory(prefix="webpacs-bridge-") as spool:
-        for wado_path in _wado_paths(level, refs):
+        for wado_path in wado_paths(level, refs):
             try:
                 with client.retrieve(wado_path, Path(spool)) as parts:
                     for part in parts:
@@ -346,18 +369,9 @@ def _sub_operations(
                                 yield RetrieveStatus.CANCEL, None
                                 return
                             try:
-                                dataset = _prepare(part, usable())
-                            except (
-                                BridgeError,
-                                InvalidDicomError,
-                                ValueError,
-                                NotImplementedError,
-                                RuntimeError,
-                                AttributeError,
-                                KeyError,
-                            ) as exc:
-                                # pydicom and its pixel plugins raise these when a frame cannot
-                                # be decoded; the instance fails, the retrieval goes on.
+                                dataset = prepare_instance(part, usable())
+                            except CONVERSION_ERRORS as exc:
+                                # The instance fails, the retrieval goes on.
                                 _LOG.warning("cannot convert %s for the receiver: %r", uid, exc)
                                 activity_count("sub-operation conversion failed")
                                 dataset = _failed_sub_operation(ref)

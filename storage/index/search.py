@@ -103,6 +103,9 @@ _STUDY_SERIES_COUNT: Final = "00201206"
 _STUDY_INSTANCE_COUNT: Final = "00201208"
 _SERIES_INSTANCE_COUNT: Final = "00201209"
 _TRANSFER_SYNTAX: Final = "00083002"
+# An equipment (series-level) attribute the index also keeps per study, for matching: at the study
+# level it is answered from there (the newest instance's value).
+_INSTITUTION_NAME: Final = "00080080"
 
 # Where each matching key of query.MATCHING_KEYS is stored.
 _COLUMNS: Final[Mapping[str, Any]] = {
@@ -229,6 +232,7 @@ _STUDY_COLUMNS: Final = (
     study_table.c.json.label("study_json"),
     study_table.c.num_series,
     study_table.c.num_instances.label("study_instances"),
+    study_table.c.institution_name,
 )
 _SERIES_COLUMNS: Final = (
     series_table.c.json.label("series_json"),
@@ -428,6 +432,8 @@ def _to_dicom_json(connection: Connection, query: Query, rows: Sequence[Row[*tup
             _MODALITIES_IN_STUDY: ("CS", modalities.get(row.study_pk, [])),
             _SOP_CLASSES_IN_STUDY: ("UI", sop_classes.get(row.study_pk, [])),
         }
+        if query.level is Level.STUDY:
+            computed[_INSTITUTION_NAME] = ("LO", [row.institution_name] if row.institution_name else [])
         if query.level >= Level.SERIES:
             levels.append(json.loads(row.series_json))
             computed[_SERIES_INSTANCE_COUNT] = ("IS", row.series_instances)

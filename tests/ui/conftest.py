@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 import pytest
 from dicomdata import Patient, SeriesSpec, StudySpec, build_instances, part10
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from ui_helpers import VIEWER_DIST, new_context, store
 
 if TYPE_CHECKING:
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = ["--headless=new", "--no-sandbox", "--enable-unsafe-swiftshader"]
+
+# Assertions wait for the page up to this long: the 2 cores are shared with the server under test.
+expect.set_options(timeout=20_000)
 
 
 class Seeded(NamedTuple):

@@ -476,6 +476,15 @@ class TestResultAttributes:
         row = corpus.search(query, max_results=1).rows[0]
         assert {"00081030", "00080080"} <= row.keys()
 
+    def test_institution_name_is_answered_at_the_study_level(self, corpus: Index) -> None:
+        # An equipment (series-level) attribute the index also keeps per study for matching.
+        query = parse_query(Level.STUDY, [("includefield", "InstitutionName")])
+        rows = corpus.search(query, max_results=10_000).rows
+        answered = {row["0020000D"]["Value"][0]: row["00080080"].get("Value", [""])[0] for row in rows}
+        expected = {uid: specs[0].institution for uid, specs in TRUTH.studies().items()}
+        assert answered == expected
+        assert {"GENERAL HOSPITAL", "Clinique Sainte-Anne", ""} == set(answered.values())
+
     def test_includefield_all_adds_the_whole_level(self, corpus: Index) -> None:
         row = find_study(corpus, "SMITH^JOHN")
         assert {"00081030", "00080080", "00080062"} <= row.keys()
