@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio.to_thread
 import msgspec
@@ -19,6 +19,10 @@ from dicomweb.audit_trail import audit, client_address
 from dicomweb.context import app_context
 from dicomweb.openapi import PublicOperation, problems
 from dicomweb.security import principal_of
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
 
 __all__ = ["SESSION_HANDLERS"]
 
@@ -157,16 +161,25 @@ async def me(request: Request[Any, Any, Any]) -> Me:
     )
 
 
-def _owner(request: Request[Any, Any, Any]) -> int:
-    principal = principal_of(request)
+async def _users_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard: personal tokens belong to users (not to machine tokens or share-link sessions)."""
+    principal = principal_of(connection)
     if principal.user_id is None or principal.kind is PrincipalKind.SHARE:
         raise PermissionDeniedException("personal tokens belong to users: log in as a user first")
-    return principal.user_id
+
+
+def _owner(request: Request[Any, Any, Any]) -> int:
+    user_id = principal_of(request).user_id
+    assert user_id is not None  # noqa: S101 - the _users_only guard let only users through
+    return user_id
+
+
+_personal: Final[dict[str, Any]] = {"tags": ["auth"], "guards": [_users_only]}
 
 
 @post(
     "/api/me/tokens",
-    tags=["auth"],
+    **_personal,
     operation_id="CreatePersonalToken",
     summary="Create a personal API token",
     responses=problems(400, 401, 403),
@@ -184,7 +197,7 @@ async def create_personal_token(request: Request[Any, Any, Any], data: PersonalT
 
 @get(
     "/api/me/tokens",
-    tags=["auth"],
+    **_personal,
     operation_id="ListPersonalTokens",
     summary="List your personal API tokens",
     responses=problems(401, 403),
@@ -199,7 +212,7 @@ async def list_personal_tokens(request: Request[Any, Any, Any]) -> list[Personal
 
 @delete(
     "/api/me/tokens/{token_id:int}",
-    tags=["auth"],
+    **_personal,
     operation_id="RevokePersonalToken",
     summary="Revoke a personal API token",
     responses=problems(400, 401, 403, 404),

@@ -15,9 +15,11 @@ from sqlmodel import SQLModel
 # The imports register every table of the shared database in SQLModel.metadata, for
 # `alembic revision --autogenerate` and `alembic check`.
 import auth.models  # noqa: F401
-import storage.index.forwarding  # noqa: F401
+import storage.index.forwarding
 import storage.index.models
-import storage.index.nodes  # noqa: F401
+import storage.index.nodes
+import storage.integrity
+import storage.retention  # noqa: F401
 from storage.index.database import open_engine, write_transaction
 
 target_metadata = SQLModel.metadata

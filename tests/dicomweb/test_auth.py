@@ -105,7 +105,26 @@ class TestAnonymousRequests:
         assert response.content == b""
 
 
+# What a viewer's role lets it reach; every other guarded route must answer it 403.
+VIEWER_MAY = re.compile(r"^(GET /dicomweb/.*|GET /wado|GET /api/me|GET /api/studies/.*|POST /api/auth/logout)$")
+
+
 class TestRoles:
+    def test_every_route_beyond_reading_refuses_a_viewer_with_403(
+        self, pacs: Pacs, routes: list[tuple[str, str]]
+    ) -> None:
+        viewer = pacs.auth(pacs.mint_token("viewer"))
+        wrong = []
+        for path, method in routes:
+            if PUBLIC.match(path) or VIEWER_MAY.match(f"{method} {path}"):
+                continue
+            response = pacs.http.request(
+                method, _concrete(path), headers={**viewer, "Content-Type": "application/json"}, content=b"{}"
+            )
+            if response.status_code != 403:
+                wrong.append(f"{method} {path}: {response.status_code}")
+        assert not wrong, "routes a viewer reached past its role:\n" + "\n".join(wrong)
+
     def test_a_viewer_can_search_and_retrieve(self, pacs: Pacs) -> None:
         _, (data,) = sample_study()
         pacs.store(data)
