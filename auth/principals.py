@@ -15,10 +15,12 @@ class Permission(StrEnum):
     READ = "read"  # search and retrieve
     STORE = "store"  # STOW-RS, import, C-STORE through the bridge
     DELETE = "delete"
+    EDIT = "edit"  # change patient/study attributes, merge patients, move series (storage/study_edits.py)
     SHARE = "share"  # create and revoke share links
     READ_NODES = "read-nodes"  # read the DICOM node registry (the bridge checks callers against it)
     SEND = "send"  # send studies to other nodes; list and retry forwarding jobs
     DELIVER = "deliver"  # claim forwarding jobs and report their outcome (the bridge delivers them)
+    METRICS = "metrics"  # read /metrics (a Prometheus scraper's token)
     ADMINISTER = "administer"  # users, tokens, DICOM nodes, audit log, settings
 
 
@@ -32,16 +34,20 @@ class Role(StrEnum):
     VIEWER = "viewer"
     UPLOADER = "uploader"
     SERVICE = "service"  # machine accounts such as the DIMSE bridge
+    MONITORING = "monitoring"  # a metrics scraper: /metrics and nothing else
 
 
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.MANAGER: frozenset({Permission.READ, Permission.STORE, Permission.DELETE, Permission.SHARE, Permission.SEND}),
+    Role.MANAGER: frozenset(
+        {Permission.READ, Permission.STORE, Permission.DELETE, Permission.EDIT, Permission.SHARE, Permission.SEND}
+    ),
     Role.RADIOLOGIST: frozenset({Permission.READ, Permission.STORE, Permission.SHARE}),
     Role.REFERRING: frozenset({Permission.READ, Permission.SHARE}),
     Role.VIEWER: frozenset({Permission.READ}),
     Role.UPLOADER: frozenset({Permission.READ, Permission.STORE}),
     Role.SERVICE: frozenset({Permission.READ, Permission.STORE, Permission.READ_NODES, Permission.DELIVER}),
+    Role.MONITORING: frozenset({Permission.METRICS}),
 }
 
 

@@ -1,6 +1,7 @@
 """DIMSE bridge benchmark: C-ECHO, C-STORE (storescu x1 and x4), C-FIND, C-MOVE and C-GET.
 
     .venv/bin/python bench/dimse.py [--study 100] [--store4 200] [--find-studies 1000] [--json out.json]
+    .venv/bin/python bench/dimse.py --index .bench-data/index.sqlite3   # C-FIND at 100,000 studies
 
 Starts its own `webpacs serve --no-bridge` on a fresh embedded archive in a temporary folder and a
 `webpacs-bridge` in front of it, both on 127.0.0.1, then measures:
@@ -8,7 +9,8 @@ Starts its own `webpacs serve --no-bridge` on a fresh embedded archive in a temp
   - C-STORE instances/s with DCMTK storescu, one association (the 100-instance study used below) and
     four storescu processes in parallel;
   - C-FIND STUDY-level latency by PatientID on one association, after loading `--find-studies`
-    small studies through STOW-RS;
+    small studies through STOW-RS, or on a copy of an index `bench/qido_scale.py` filled (`--index`,
+    PatientIDs drawn from it at random; the original file is never written);
   - C-MOVE (to a pynetdicom storage SCP registered as BENCHSCP) and C-GET of the 100-instance study,
     three runs each, median -> instances/s.
 Instances are synthetic 512x512 16-bit CT images in Explicit VR Little Endian (about 0.5 MB).
@@ -22,8 +24,10 @@ import argparse
 import copy
 import json
 import os
+import random
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -104,9 +108,13 @@ def make_instances(directory: Path, count: int, *, study: str, patient: str, siz
 class Stack:
     """The server and the bridge, in a temporary folder; stopped on exit."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, index: Path | None = None) -> None:
         self.root = root
         env = {**os.environ, "WEBPACS_DATA_DIR": str(root / "var")}
+        if index is not None:
+            # The server migrates and writes the copy, never the original.
+            (root / "var").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(index, root / "var" / "index.sqlite3")
         self.token = (
             subprocess.run(
                 [str(REPO / ".venv/bin/webpacs"), "token", "create", "--name", "bench", "--role", "admin"],
@@ -278,7 +286,17 @@ def load_small_studies(stack: Stack, count: int, directory: Path) -> list[str]:
     return patients
 
 
-def phase_find(stack: Stack, patients: list[str], reps: int) -> dict[str, Any]:
+def indexed_patients(index: Path, count: int) -> tuple[list[str], int]:
+    """`count` PatientIDs drawn at random from a filled index, and its number of studies."""
+    with sqlite3.connect(f"file:{index}?mode=ro", uri=True) as db:
+        studies = int(db.execute("SELECT count(*) FROM study").fetchone()[0])
+        rows = db.execute("SELECT patient_id FROM study ORDER BY random() LIMIT ?", (count,)).fetchall()
+    patients = [str(row[0]) for row in rows]
+    random.shuffle(patients)
+    return patients, studies
+
+
+def phase_find(stack: Stack, patients: list[str], reps: int, studies: int) -> dict[str, Any]:
     ae = scu()
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = associate(ae, stack.port)
@@ -294,9 +312,10 @@ def phase_find(stack: Stack, patients: list[str], reps: int) -> dict[str, Any]:
         started = time.perf_counter()
         statuses = [s.Status for s, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
         latencies.append(time.perf_counter() - started)
-        wrong += statuses != [0xFF00, 0x0000]
+        # At least one match, all Pending, then Success (a random patient of a filled index may have several).
+        wrong += len(statuses) < 2 or statuses[-1] != 0x0000 or any(s != 0xFF00 for s in statuses[:-1])
     assoc.release()
-    return {"study_by_patient_id": summary(latencies), "wrong_answers": wrong, "studies_in_archive": len(patients) + 3}
+    return {"study_by_patient_id": summary(latencies), "wrong_answers": wrong, "studies_in_archive": studies}
 
 
 def move_destination(received: list[int]) -> tuple[AE, int]:
@@ -413,6 +432,12 @@ def main() -> int:
     parser.add_argument("--store4", type=int, default=200, help="instances stored by 4 parallel storescu")
     parser.add_argument("--find-studies", type=int, default=1000, help="small studies loaded before C-FIND")
     parser.add_argument("--reps", type=int, default=50, help="C-ECHO and C-FIND repetitions")
+    parser.add_argument(
+        "--index",
+        type=Path,
+        help="start on a copy of this SQLite index filled by bench/qido_scale.py (C-FIND at scale) "
+        "instead of loading --find-studies",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--logs", type=Path, help="copy the server and bridge logs here at the end")
     args = parser.parse_args()
@@ -425,14 +450,19 @@ def main() -> int:
         one = make_instances(root / "x1", args.study, study=study, patient="BENCH1")
         four = make_instances(root / "x4", args.store4, study=generate_uid(), patient="BENCH4")
         console.log("starting server and bridge")
-        stack = Stack(root)
+        stack = Stack(root, args.index)
         try:
             result: dict[str, Any] = {"echo": phase_echo(stack, args.reps)}
             console.log("C-STORE")
             result["store"] = phase_store(stack, one, four)
-            console.log(f"loading {args.find_studies} studies for C-FIND")
-            patients = load_small_studies(stack, args.find_studies, root)
-            result["find"] = phase_find(stack, patients, args.reps)
+            if args.index is None:
+                console.log(f"loading {args.find_studies} studies for C-FIND")
+                patients = load_small_studies(stack, args.find_studies, root)
+                studies = len(patients) + 3
+            else:
+                patients, studies = indexed_patients(args.index, args.reps)
+                studies += 3
+            result["find"] = phase_find(stack, patients, args.reps, studies)
             console.log("C-MOVE / C-GET")
             result["retrieve"] = phase_retrieve(stack, study, args.study, 3)
         finally:

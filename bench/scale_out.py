@@ -1,13 +1,15 @@
 """STOW-RS and WADO-RS throughput of the scale-out profile (PostgreSQL + S3, 1/2/4 workers) and the embedded default.
 
-    .venv/bin/python bench/scale_out.py --instances 400 --clients 8 --workers 1 2 4
+    .venv/bin/python bench/scale_out.py --instances 400 --rounds 3 --clients 8 --workers 1 2 4
 
 For each configuration a fresh archive: the embedded default (SQLite + folder, one worker), then
 `webpacs serve --workers N` on a new PostgreSQL database (127.0.0.1:5432) and a bucket of a
-moto_server started here (S3 over HTTP on the same machine). `--clients` threads store the
-instances (one per STOW request, as modalities and the bridge do; each client its own studies), then retrieve each one
-(WADO-RS, transfer-syntax=*, checked byte for byte). CPU seconds used by the server processes,
-PostgreSQL and moto_server during each phase say where the time goes. Prints a markdown table.
+moto_server started here (S3 over HTTP on the same machine). Each round, `--clients` threads store
+a fresh set of instances (one per STOW request, as modalities and the bridge send; each client its
+own studies), retrieve each one (WADO-RS, transfer-syntax=*, checked byte for byte) and ask for the
+metadata of its series (20 instances: work of the worker alone, no blob read). The CPU seconds of
+the server processes, PostgreSQL, moto_server, the benchmark's clients and the whole machine
+(/proc/stat) during each phase say where the time goes. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from s3_server import S3Server, start_s3_server  # noqa: E402
 
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _TICKS = os.sysconf("SC_CLK_TCK")
+MACHINE = "machine"
 
 
 def make_instances(count: int, size: int) -> list[bytes]:
@@ -96,6 +99,7 @@ def timed(
     server: LiveServer, s3: S3Server | None, clients: int, work: list[bytes], run: object
 ) -> tuple[float, dict[str, float]]:
     before = cpu_seconds(processes(server, s3))
+    machine_before, clients_before = machine_busy_seconds(), sum(os.times()[:2])
     started = time.perf_counter()
     barrier = threading.Barrier(clients)
 
@@ -110,7 +114,17 @@ def timed(
         list(pool.map(worker, range(clients)))
     seconds = time.perf_counter() - started
     after = cpu_seconds(processes(server, s3))
-    return seconds, {name: after[name] - before.get(name, 0.0) for name in after}
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    used["bench clients"] = sum(os.times()[:2]) - clients_before
+    used[MACHINE] = machine_busy_seconds() - machine_before
+    return seconds, used
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (/proc/stat), every process of every user."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / _TICKS
 
 
 def stow(http: httpx.Client, data: bytes) -> None:
@@ -125,6 +139,17 @@ def retrieve(http: httpx.Client, data: bytes) -> None:
     response = http.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": AS_STORED})
     if response.status_code != 200 or data not in response.content:
         raise RuntimeError(f"retrieve failed: {response.status_code}")
+
+
+def series_metadata(http: httpx.Client, data: bytes) -> None:
+    """The metadata of the instance's series (20 instances): work done by the worker alone, no blob read."""
+    study, series, _ = uids_of(data)
+    response = http.get(f"/dicomweb/studies/{study}/series/{series}/metadata")
+    if response.status_code != 200 or len(response.json()) != 20:
+        raise RuntimeError(f"metadata failed: {response.status_code}")
+
+
+PHASES = (("STOW-RS", stow), ("WADO-RS", retrieve), ("series metadata", series_metadata))
 
 
 def wait_for_workers(server: LiveServer, workers: int) -> None:
@@ -142,22 +167,24 @@ def wait_for_workers(server: LiveServer, workers: int) -> None:
 
 def bench(label: str, server: LiveServer, s3: S3Server | None, rounds: list[list[bytes]], clients: int) -> None:
     """Each round stores a fresh set of instances, then retrieves it; prints the best and median round."""
-    results: dict[str, list[tuple[float, float, dict[str, float]]]] = {"STOW-RS": [], "WADO-RS": []}
+    results: dict[str, list[tuple[float, float, dict[str, float]]]] = {phase: [] for phase, _ in PHASES}
     count = 0
     for instances in rounds:
         count = len(instances)
         megabytes = sum(len(data) for data in instances) / 1e6
-        for phase, run in (("STOW-RS", stow), ("WADO-RS", retrieve)):
+        for phase, run in PHASES:
             seconds, cpu = timed(server, s3, clients, instances, run)
             results[phase].append((len(instances) / seconds, megabytes / seconds, cpu))
     for phase, measured in results.items():
         rates = sorted(rate for rate, _, _ in measured)
         best_rate, best_megabytes, cpu = max(measured, key=lambda result: result[0])
+        machine = cpu.pop(MACHINE)
         per_instance = " / ".join(f"{name} {1000 * value / count:.1f}" for name, value in cpu.items())
-        busy = sum(cpu.values()) * best_rate / count
+        ours, everything = (sum(cpu.values()) * best_rate / count, machine * best_rate / count)
         print(
-            f"| {label} | {phase} | {best_rate:.0f} ({rates[len(rates) // 2]:.0f}) | {best_megabytes:.1f} "
-            f"| {per_instance} | {busy:.2f} |",
+            f"| {label} | {phase} | {best_rate:.0f} ({rates[len(rates) // 2]:.0f}) "
+            f"| {'-' if phase == 'series metadata' else f'{best_megabytes:.1f}'} "
+            f"| {per_instance} | {ours:.2f} of {everything:.2f} |",
             flush=True,
         )
 
@@ -181,8 +208,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {', '.join(f'{value:.1f}' for value in os.getloadavg())}\n"
     )
     print(
-        "| configuration | phase | instances/s best (median) | MB/s best | CPU ms per instance (best round) "
-        "| cores busy |"
+        "| configuration | phase | requests/s best (median) | MB/s best | CPU ms per request (best round) "
+        "| cores busy: this benchmark of the whole machine |"
     )
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:

@@ -34,6 +34,7 @@ from dicomweb.sessions import SESSION_HANDLERS
 from dicomweb.settings import Settings
 from dicomweb.share_links import SHARE_LINK_HANDLERS
 from dicomweb.stow import STOW_HANDLERS
+from dicomweb.study_management import STUDY_MANAGEMENT_HANDLERS, recycle_purge_schedule
 from dicomweb.ui import ui_routes
 from dicomweb.users import USERS_ROUTER
 from dicomweb.visibility import VisibleStudies
@@ -57,6 +58,9 @@ def build_context(settings: Settings, engine: Engine | None = None) -> AppContex
         Index(engine),
         open_blob_store(settings.effective_blob_url, s3=settings.s3_options()),
         compression=settings.compression_policy(),
+        mirror=open_blob_store(settings.mirror_blob_url, s3=settings.s3_options())
+        if settings.mirror_blob_url
+        else None,
     )
     access = AccessControl.open(engine, oidc=open_oidc(settings))
     return AppContext(
@@ -112,6 +116,7 @@ def create_app(settings: Settings) -> Litestar:
             *FORWARDING_HANDLERS,
             *ATTACHMENT_HANDLERS,
             *OPERATIONS_HANDLERS,
+            *STUDY_MANAGEMENT_HANDLERS,
             *METRICS_HANDLERS,
             *ui_routes(settings),
         ],
@@ -120,7 +125,7 @@ def create_app(settings: Settings) -> Litestar:
         middleware=[RequestLog(), metrics.middleware(), AuditTrail(), authentication()],
         cors_config=cors_config(settings),
         on_shutdown=[context.access.audit.flush],
-        lifespan=[rule_engine_task(context), retention_schedule],
+        lifespan=[rule_engine_task(context), retention_schedule, recycle_purge_schedule],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=refuse_nul,
         state=State({"context": context, "metrics": metrics}),

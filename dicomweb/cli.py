@@ -110,15 +110,19 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--all", action="store_true", help="look at every blob, not only the last two days'")
     sweep.set_defaults(run=_sweep)
 
+    from dicomweb.forward_commands import add_forward_command
     from dicomweb.importer import add_import_command
     from dicomweb.migrate_storage import add_migrate_storage_command
     from dicomweb.operations import add_operations_commands
+    from dicomweb.study_management import add_study_commands
     from dicomweb.user_commands import add_user_command
 
     add_import_command(commands)
     add_user_command(commands)
     add_migrate_storage_command(commands)
     add_operations_commands(commands)
+    add_study_commands(commands)
+    add_forward_command(commands)
     return parser
 
 
@@ -133,7 +137,7 @@ def storage_flags(parser: argparse.ArgumentParser) -> None:
     """Add the flags that locate the archive (data folder, database, blobs)."""
     parser.add_argument("--data-dir", type=Path, help="folder for the embedded database and blobs (default ./var)")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql+psycopg://user@host/db")
-    parser.add_argument("--blob-url", help="folder path (or file:///path) for instance files")
+    parser.add_argument("--blob-url", help="folder path, file:///path or s3://bucket/prefix for instance files")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -201,6 +205,8 @@ def _serve(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            # JSON lines: uvicorn's own records go through the root logger's JSON formatter too.
+            log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             access_log=False,
             timeout_graceful_shutdown=5,
         )
@@ -342,7 +348,11 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    """Remove blobs that no index row references (left by a crash between store and index)."""
+    """Remove blobs no index row references and no store is writing (left by a crash between store and index).
+
+    Safe while servers run, on this host or others: a blob a store journaled less than --grace
+    seconds ago is spared.
+    """
     from dicomweb.app import build_context
 
     settings = _settings(args)

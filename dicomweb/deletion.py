@@ -9,10 +9,13 @@ import anyio.to_thread
 from litestar import Request, Response, delete
 from litestar.openapi import ResponseSpec
 
+from auth.audit import Action, Outcome
 from auth.principals import Permission
+from dicomweb.audit_trail import audit
 from dicomweb.context import app_context
 from dicomweb.openapi import problems
-from dicomweb.security import require
+from dicomweb.security import principal_of, require
+from storage.study_edits import recycle
 
 __all__ = ["DELETE_HANDLERS", "Deleted"]
 
@@ -45,7 +48,18 @@ async def _delete(
 
 @delete("/dicomweb/studies/{study:str}", operation_id="DeleteStudy", summary="Delete a study", **_common)
 async def delete_study(request: Request[Any, Any, Any], study: str) -> Response[dict[str, int]]:
-    """Remove every instance of the study from the index, then their bytes."""
+    """Remove every instance of the study from the index, then their bytes.
+
+    While WEBPACS_RECYCLE_DAYS > 0 the study goes to the recycle bin instead (/api/recycle-bin):
+    hidden at once, restorable, purged after that many days.
+    """
+    context = app_context(request)
+    if context.settings.recycle_days:
+        by = principal_of(request).name
+        count = await anyio.to_thread.run_sync(lambda: recycle(context.engine, study, by=by))
+        days = context.settings.recycle_days
+        audit(request, Action.DELETE, Outcome.SUCCESS, study_uid=study, detail=f"to the recycle bin for {days} day(s)")
+        return Response({"deleted_instances": count})
     return await _delete(request, study)
 
 

@@ -80,23 +80,6 @@ _ENGINE_BATCH: Final = 500
 
 
 @dataclass(frozen=True)
-class ConditionsIn:
-    """What a rule matches; every given key must match, each a list of alternatives (`*`, `?` wildcards).
-
-    `time_window` "HH:MM-HH:MM" (may wrap past midnight) in `time_zone` (IANA name, default UTC).
-    """
-
-    calling_ae: list[str] | None = None
-    modality: list[str] | None = None
-    referring_physician: list[str] | None = None
-    institution: list[str] | None = None
-    study_description: list[str] | None = None
-    transfer_syntax: list[str] | None = None
-    time_window: str | None = None
-    time_zone: str | None = None
-
-
-@dataclass(frozen=True)
 class DestinationIn:
     """Where to send: `ae_title` (a registered DICOM node, C-STORE by the bridge) or `dicomweb_url`.
 
@@ -113,12 +96,19 @@ class DestinationIn:
 
 @dataclass(frozen=True, kw_only=True)
 class ForwardingRuleIn(DestinationIn):
-    """A rule: on `stored` (each instance) or `stable` (a study without new instances for a while)."""
+    """A rule: on `stored` (each instance) or `stable` (a study without new instances for a while).
+
+    `conditions`: every given key must match, each a list of alternatives with `*` and `?`
+    wildcards: `calling_ae`, `modality`, `referring_physician`, `institution`, `study_description`,
+    `transfer_syntax`; and `time_window` "HH:MM-HH:MM" (may wrap past midnight) in `time_zone`
+    (an IANA name, default UTC). Example: {"modality": ["CT"], "calling_ae": ["CT_*"]}.
+    """
 
     name: Annotated[str, KwargDefinition(min_length=1, max_length=200)]
     trigger: Literal["stored", "stable"] = "stable"
     enabled: bool = True
-    conditions: ConditionsIn | None = None
+    # A mapping rather than a typed object: an unknown key must be refused, not silently dropped.
+    conditions: dict[str, list[str] | str] | None = None
 
 
 @dataclass(frozen=True)
@@ -260,11 +250,10 @@ def _destination(data: DestinationIn) -> Destination:
 
 
 def _rule_fields(data: ForwardingRuleIn) -> RuleFields:
-    given = {k: v for k, v in asdict(data.conditions).items() if v is not None} if data.conditions else {}
     return RuleFields(
         name=data.name,
         trigger=data.trigger,
-        conditions=Conditions.from_mapping(given),
+        conditions=Conditions.from_mapping(dict(data.conditions or {})),
         destination=_destination(data),
         enabled=data.enabled,
     )
@@ -300,7 +289,7 @@ async def create_forwarding_rule(
     "/{rule_id:int}",
     operation_id="GetForwardingRule",
     summary="Get a forwarding rule",
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def get_forwarding_rule(engine: NamedDependency[Engine], rule_id: FromPath[_RuleId]) -> ForwardingRuleOut:
     """One rule; 404 when unknown."""
@@ -325,7 +314,7 @@ async def update_forwarding_rule(
     "/{rule_id:int}",
     operation_id="DeleteForwardingRule",
     summary="Remove a forwarding rule",
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def delete_forwarding_rule(engine: NamedDependency[Engine], rule_id: FromPath[_RuleId]) -> None:
     """Remove a rule (204); its queued jobs stay until they finish."""
@@ -380,7 +369,7 @@ async def list_forwarding_jobs(
     operation_id="GetForwardingJob",
     summary="Get a forwarding job",
     guards=_SEND,
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def get_forwarding_job(engine: NamedDependency[Engine], job_id: FromPath[_JobId]) -> ForwardingJobOut:
     """One job; 404 when unknown."""
@@ -393,7 +382,7 @@ async def get_forwarding_job(engine: NamedDependency[Engine], job_id: FromPath[_
     summary="Retry a forwarding job now",
     guards=_SEND,
     status_code=200,
-    responses=problems(401, 403, 404, 409),
+    responses=problems(400, 401, 403, 404, 409),
 )
 async def retry_forwarding_job(engine: NamedDependency[Engine], job_id: FromPath[_JobId]) -> ForwardingJobOut:
     """Make a job due now with a fresh series of attempts (a done one is sent again); 409 while running."""
@@ -406,7 +395,7 @@ async def retry_forwarding_job(engine: NamedDependency[Engine], job_id: FromPath
     summary="Cancel a forwarding job",
     guards=[admin_only],
     status_code=200,
-    responses=problems(401, 403, 404, 409),
+    responses=problems(400, 401, 403, 404, 409),
 )
 async def cancel_forwarding_job(engine: NamedDependency[Engine], job_id: FromPath[_JobId]) -> ForwardingJobOut:
     """Cancel a job that is not done; a bridge delivering it stops at its next progress report."""

@@ -4,15 +4,17 @@ Request metrics (count by route template, method and status; latency histogram b
 counted by `HttpMetrics.middleware`. It is written here rather than taken from Litestar's
 Prometheus plugin because that one records an answer produced by an exception (a 401 from the
 authentication middleware, a 404 from a handler) as status 200. Archive figures (studies,
-instances, stored bytes, forwarding jobs waiting, audit events queued, free disk space) are read
-from the database and the process at each scrape, so every worker reports the same values.
+instances, stored bytes, forwarding jobs waiting, free disk space) are read from the database and
+the filesystem at each scrape, so every worker reports the same values; the audit events queued
+are the answering worker's own (each process queues its own).
 
 Several uvicorn workers (`serve --workers N`): `serve` points PROMETHEUS_MULTIPROC_DIR at a fresh
 folder under the data dir before they start, and each scrape sums the request metrics of every
 worker (prometheus_client's multiprocess mode), whichever worker answers.
 
-Guarded by the `administer` permission: mint the scraper a token with `webpacs token create
---name prometheus --role admin` (Prometheus sends it as `authorization: credentials`).
+Guarded by the `metrics` permission, which admins have and the `monitoring` role has alone: mint
+the scraper a token with `webpacs token create --name prometheus --role monitoring` (Prometheus
+sends it as `authorization: credentials`); it can read nothing else.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import column, func, inspect, select, table
 
+from auth.principals import Permission
 from dicomweb.openapi import problems
-from dicomweb.security import admin_only
+from dicomweb.security import require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -191,7 +194,7 @@ def _local_path(url: str) -> Path | None:
 
 @get(
     "/metrics",
-    guards=[admin_only],
+    guards=[require(Permission.METRICS)],
     tags=["operations"],
     operation_id="GetMetrics",
     summary="Metrics in the Prometheus text format",

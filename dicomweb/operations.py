@@ -1,7 +1,7 @@
 """Operations: the integrity check, backup and restore, retention (CLI commands, routes, the schedule).
 
 CLI: `webpacs verify`, `webpacs backup`, `webpacs restore`, `webpacs retention run|policies`.
-HTTP: `/api/retention-policies` (admin), `/api/retention/run` (admin, dry run by default) and
+HTTP: `/api/retention-policies` (admin), `/api/retention/preview` (admin, a dry run) and
 `/api/studies/{study}/keep` (who may delete may protect). The server applies the policies every
 WEBPACS_RETENTION_INTERVAL_SECONDS (`retention_schedule`). Every deletion and every check is audited.
 """
@@ -14,7 +14,7 @@ import logging
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio
@@ -25,7 +25,7 @@ from litestar.params import KwargDefinition, Parameter
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from auth.audit import Action, AuditLog, AuditRecord, Outcome
+from auth.audit import Action, AuditRecord, Outcome
 from auth.principals import Permission
 from dicomweb.audit_trail import audit
 from dicomweb.context import app_context
@@ -35,6 +35,7 @@ from storage.retention import (
     MAX_AGE_DAYS,
     AgeBasis,
     PolicyFields,
+    RetentionPolicy,
     RetentionReport,
     apply_retention,
     create_policy,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from litestar import Litestar
 
     from dicomweb.context import AppContext
-    from storage.retention import Policy
 
 __all__ = ["OPERATIONS_HANDLERS", "add_operations_commands", "retention_schedule"]
 
@@ -85,19 +85,6 @@ class RetentionPolicyRequest:
 
 
 @dataclass(frozen=True)
-class RetentionPolicyInfo:
-    """A stored retention policy."""
-
-    id: int
-    name: str
-    max_age_days: int
-    age_basis: str
-    modality: str
-    enabled: bool
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class ExpiredStudyInfo:
     """A study a retention run deletes (or deleted), and the policy that expires it."""
 
@@ -126,18 +113,6 @@ class KeepFlag:
     keep: bool
 
 
-def _policy_info(policy: Policy) -> RetentionPolicyInfo:
-    return RetentionPolicyInfo(
-        policy.id,
-        policy.name,
-        policy.max_age_days,
-        policy.age_basis,
-        policy.modality,
-        policy.enabled,
-        policy.created_at,
-    )
-
-
 def _run_result(report: RetentionReport) -> RetentionRunResult:
     return RetentionRunResult(
         dry_run=report.dry_run,
@@ -156,10 +131,9 @@ def _run_result(report: RetentionReport) -> RetentionRunResult:
     summary="List retention policies",
     responses=problems(401, 403),
 )
-async def list_retention_policies(request: Request[Any, Any, Any]) -> list[RetentionPolicyInfo]:
+async def list_retention_policies(request: Request[Any, Any, Any]) -> list[RetentionPolicy]:
     """Every retention policy, oldest first (admin only)."""
-    policies = await anyio.to_thread.run_sync(list_policies, app_context(request).engine)
-    return [_policy_info(policy) for policy in policies]
+    return await anyio.to_thread.run_sync(list_policies, app_context(request).engine)
 
 
 @post(
@@ -170,11 +144,10 @@ async def list_retention_policies(request: Request[Any, Any, Any]) -> list[Reten
     summary="Create a retention policy",
     responses=problems(400, 401, 403, 409),
 )
-async def create_retention_policy(request: Request[Any, Any, Any], data: RetentionPolicyRequest) -> RetentionPolicyInfo:
-    """Add a policy; the next run applies it (try it first: POST /api/retention/run is a dry run by default)."""
+async def create_retention_policy(request: Request[Any, Any, Any], data: RetentionPolicyRequest) -> RetentionPolicy:
+    """Add a policy; the next run applies it (GET /api/retention/preview shows what it would delete)."""
     fields = PolicyFields(data.name, data.max_age_days, data.age_basis, data.modality, data.enabled)
-    policy = await anyio.to_thread.run_sync(create_policy, app_context(request).engine, fields)
-    return _policy_info(policy)
+    return await anyio.to_thread.run_sync(create_policy, app_context(request).engine, fields)
 
 
 @delete(
@@ -192,23 +165,29 @@ async def delete_retention_policy(
     await anyio.to_thread.run_sync(delete_policy, app_context(request).engine, policy_id)
 
 
-@post(
-    "/api/retention/run",
+@get(
+    "/api/retention/preview",
     guards=[admin_only],
     tags=["operations"],
-    operation_id="RunRetention",
-    summary="Apply the retention policies (a dry run unless dry_run=false)",
-    status_code=200,
+    operation_id="PreviewRetention",
+    summary="What the retention policies delete (a dry run)",
     responses=problems(400, 401, 403),
 )
-async def run_retention(
+async def preview_retention(
     request: Request[Any, Any, Any],
-    dry_run: Annotated[bool, Parameter(description="only list what a real run deletes now")] = True,
+    as_of: Annotated[
+        date | None, Parameter(description="measure ages at this date (default now): what will go by then")
+    ] = None,
 ) -> RetentionRunResult:
-    """List, or delete, the studies the policies no longer keep; each deletion is audited."""
-    context = app_context(request)
-    actor = (str(getattr(request.user, "kind", "")), str(getattr(request.user, "name", "")))
-    report = await anyio.to_thread.run_sync(lambda: _apply(context, context.access.audit, actor, dry_run=dry_run))
+    """Exactly the studies a run at `as_of` deletes; nothing is deleted.
+
+    The deletions themselves run on the server's schedule (WEBPACS_RETENTION_INTERVAL_SECONDS) or
+    from `webpacs retention run`: not from a request, which a retry or a crawler could repeat.
+    """
+    moment = None if as_of is None else datetime.combine(as_of, time.min, tzinfo=UTC)
+    report = await anyio.to_thread.run_sync(
+        lambda: apply_retention(app_context(request).engine, app_context(request).archive, dry_run=True, as_of=moment)
+    )
     return _run_result(report)
 
 
@@ -236,10 +215,7 @@ async def get_keep(request: Request[Any, Any, Any], study: str) -> KeepFlag:
 )
 async def keep_study(request: Request[Any, Any, Any], study: str) -> KeepFlag:
     """Flag the study (idempotent); a manual DELETE still removes it."""
-    by = str(getattr(request.user, "name", ""))
-    await anyio.to_thread.run_sync(lambda: set_keep(app_context(request).engine, study, keep=True, by=by))
-    audit(request, Action.ADMINISTER, Outcome.SUCCESS, study_uid=study, detail="flagged keep (retention spares it)")
-    return KeepFlag(study, keep=True)
+    return await _flag(request, study, keep=True)
 
 
 @delete(
@@ -253,16 +229,23 @@ async def keep_study(request: Request[Any, Any, Any], study: str) -> KeepFlag:
 )
 async def unkeep_study(request: Request[Any, Any, Any], study: str) -> KeepFlag:
     """Clear the flag (idempotent): retention policies apply to the study again."""
-    await anyio.to_thread.run_sync(lambda: set_keep(app_context(request).engine, study, keep=False))
-    audit(request, Action.ADMINISTER, Outcome.SUCCESS, study_uid=study, detail="keep flag cleared")
-    return KeepFlag(study, keep=False)
+    return await _flag(request, study, keep=False)
+
+
+async def _flag(request: Request[Any, Any, Any], study: str, *, keep: bool) -> KeepFlag:
+    """Set or clear the keep flag, audited with the study (the request's own audit event lacks it)."""
+    by = str(getattr(request.user, "name", ""))
+    await anyio.to_thread.run_sync(lambda: set_keep(app_context(request).engine, study, keep=keep, by=by))
+    detail = "flagged keep (retention spares it)" if keep else "keep flag cleared"
+    audit(request, Action.ADMINISTER, Outcome.SUCCESS, study_uid=study, detail=detail)
+    return KeepFlag(study, keep=keep)
 
 
 OPERATIONS_HANDLERS: Final = [
     list_retention_policies,
     create_retention_policy,
     delete_retention_policy,
-    run_retention,
+    preview_retention,
     get_keep,
     keep_study,
     unkeep_study,
@@ -270,13 +253,13 @@ OPERATIONS_HANDLERS: Final = [
 
 
 def _apply(
-    context: AppContext, audit_log: AuditLog, actor: tuple[str, str], *, dry_run: bool, as_of: datetime | None = None
+    context: AppContext, actor: tuple[str, str], *, dry_run: bool, as_of: datetime | None = None
 ) -> RetentionReport:
     """Run the policies and audit every deleted study (the plan of a dry run is not audited per study)."""
     report = apply_retention(context.engine, context.archive, dry_run=dry_run, as_of=as_of)
     kind, name = actor
     for study in [] if dry_run else report.studies:
-        audit_log.record(
+        context.access.audit.record(
             AuditRecord(
                 actor_kind=kind,
                 actor=name,
@@ -312,7 +295,7 @@ async def _retention_loop(context: AppContext, interval: int) -> None:
         await anyio.sleep(interval)
         try:
             report = await anyio.to_thread.run_sync(
-                lambda: _apply(context, context.access.audit, _RETENTION_ACTOR, dry_run=False), abandon_on_cancel=True
+                lambda: _apply(context, _RETENTION_ACTOR, dry_run=False), abandon_on_cancel=True
             )
         except Exception:  # the schedule must outlive a database hiccup: logged, tried again next time
             log.exception("retention run failed; retrying in %d s", interval)
@@ -505,7 +488,7 @@ def _backup(args: argparse.Namespace) -> int:
                 context.engine, context.archive.blobs, target, verify=args.verify, on_start=on_start, on_blob=on_blob
             )
     except ArchiveError as exc:
-        console.print(f"[red]backup stopped:[/red] {exc}")
+        console.print(f"[red]backup stopped:[/red] {exc}", soft_wrap=True)
         _record(context, Outcome.FAILURE, f"backup to {args.to}: {exc}")
         context.access.audit.flush()
         return 1
@@ -552,7 +535,7 @@ def _restore(args: argparse.Namespace) -> int:
                 on_blob=on_blob,
             )
     except ArchiveError as exc:
-        console.print(f"[red]restore stopped:[/red] {exc}")
+        console.print(f"[red]restore stopped:[/red] {exc}", soft_wrap=True)
         return 1
     sys.stdout.write(
         f"restored {report.rows.get('study', 0)} stud(ies), {report.rows.get('instance', 0)} instance(s); "
@@ -580,7 +563,7 @@ def _retention(args: argparse.Namespace) -> int:
     if args.as_of is not None and not args.dry_run:
         raise SettingsError("--as-of only goes with --dry-run: a real run measures ages now")
     context = build_context(prepared_settings(args))
-    report = _apply(context, context.access.audit, _cli_actor(), dry_run=args.dry_run, as_of=args.as_of)
+    report = _apply(context, _cli_actor(), dry_run=args.dry_run, as_of=args.as_of)
     context.access.audit.flush()
     sys.stdout.writelines(
         f"{study.study_uid}\t{study.policy}\t{study.study_date or '-'}\t{study.received_at:%Y-%m-%d}\n"

@@ -31,6 +31,9 @@ class Settings:
     data_dir: Path = Path("var")
     database_url: str = ""  # default: sqlite under data_dir
     blob_url: str = ""  # default: a folder under data_dir
+    # A second blob store written with every stored instance before it is acknowledged (off when empty),
+    # e.g. the blobs folder of a backup: <backup>/blobs (storage/backup.py); same WEBPACS_S3_* settings.
+    mirror_blob_url: str = ""
     public_url: str = ""  # base URL clients see (behind a proxy); default: from each request
     max_request_bytes: int = 64 * 1024**3  # STOW bodies above this are refused (413)
     max_results: int = 20_000  # QIDO answers are truncated here, with a Warning header
@@ -73,6 +76,9 @@ class Settings:
     stable_study_seconds: int = 60
     # The server applies the retention policies (/api/retention-policies) this often; 0: never (CLI only).
     retention_interval_seconds: int = 3600
+    # Deleted studies wait this many days in the recycle bin (/api/recycle-bin) before they are
+    # purged; 0: DELETE removes a study at once.
+    recycle_days: int = 0
     # Forwarding: delays before retrying a failed job, in seconds (1 h, 1 day, 2 days, 1 week; then
     # failed); how long a bridge's claim on a job lasts without progress; how often the rule engine
     # looks at the change feed.
@@ -140,6 +146,8 @@ class Settings:
             raise SettingsError(
                 f"WEBPACS_RETENTION_INTERVAL_SECONDS={self.retention_interval_seconds} must be 0 (never) or more"
             )
+        if not 0 <= self.recycle_days <= 36_500:
+            raise SettingsError(f"WEBPACS_RECYCLE_DAYS={self.recycle_days}: use 0 (delete at once) to 36500 days")
         if self.database_url and not self.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError(
                 f"WEBPACS_DATABASE_URL={self.database_url!r}: use sqlite:///path or postgresql+psycopg://user@host/db"

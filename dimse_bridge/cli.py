@@ -10,7 +10,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from typing import TYPE_CHECKING
 
 from dimse_bridge.server import Bridge
@@ -18,7 +17,6 @@ from dimse_bridge.settings import ENV_PREFIX, BridgeSettings, SettingsError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import FrameType
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -45,8 +43,9 @@ Calling AEs: by default only AEs registered on the server (admin: /api/dicom-nod
 each with its own store / find / move permissions; --accept-unregistered lets any AE in with all
 permissions (registered AEs keep theirs). Associations must call this AE by its title.
 
-The token needs the "admin" role or a service role allowed to store, search, retrieve and read
-the AE registry. Prefer the environment variable to --token, which other users can see in ps.
+The token needs the "admin" role or a service role allowed to store, search, retrieve, read
+the AE registry and deliver forwarding jobs. Prefer the environment variable to --token, which
+other users can see in ps.
 """
 
 
@@ -147,13 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"webpacs-bridge: {exc}\n")
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # The stop signals are taken synchronously (sigwait), not by a handler: `webpacs serve` sends its
+    # child SIGTERM and its death sends another (parent-death signal); a handler interrupted by the
+    # second inside Event.set() deadlocked on the Event's lock and left the bridge, and its port, behind.
+    # Blocked before any thread starts, so every thread inherits the mask.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     bridge = Bridge(settings)
     try:
         bridge.start()
@@ -161,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"webpacs-bridge: cannot listen on {settings.bind_host}:{settings.port}: {exc}\n")
         return 1
     try:
-        stop.wait()
+        signal.sigwait(stop_signals)
     finally:
         bridge.stop()
     return 0

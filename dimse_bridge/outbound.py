@@ -72,6 +72,10 @@ class _LeaseLost(BridgeError):
     """The server took the job back (cancelled, or re-claimed after the lease ran out)."""
 
 
+class _Stopping(BridgeError):
+    """The bridge is stopping: the job is left to its lease, which runs out, and to the next claim."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundJob:
     """A job as the claim returned it."""
@@ -126,10 +130,11 @@ class OutboundJob:
 class _Progress:
     """Counts sent instances and reports them, renewing the lease."""
 
-    def __init__(self, client: DicomWebClient, job: OutboundJob, total: int) -> None:
+    def __init__(self, client: DicomWebClient, job: OutboundJob, stop: threading.Event) -> None:
         self._client = client
         self._job = job
-        self.total = total
+        self._stop = stop
+        self.total = 0  # known once the instances are listed
         self.sent = 0
         self.failures: list[str] = []
         self._reported_at = time.monotonic()
@@ -141,7 +146,10 @@ class _Progress:
 
         Raises:
             _LeaseLost: the server answered 409 (the job is not ours any more).
+            _Stopping: the bridge is stopping.
         """
+        if self._stop.is_set():
+            raise _Stopping(f"forwarding job {self._job.id} left unfinished")
         if not force and time.monotonic() - self._reported_at < self._interval:
             return
         body = {"lease": self._job.lease, "instances_sent": self.sent, "instances_total": self.total}
@@ -184,7 +192,7 @@ class OutboundDelivery:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the current job (whose lease the server reclaims if it takes too long)."""
+        """Stop; a job being delivered stops at its next instance and is claimed again after its lease."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self._settings.http_timeout)
@@ -204,12 +212,12 @@ class OutboundDelivery:
 
     def deliver(self, job: OutboundJob) -> None:
         """Deliver one claimed job and report its outcome (never raises)."""
-        progress: _Progress | None = None
+        progress = _Progress(self._client, job, self._stop)
         try:
-            progress = self._attempt(job)
+            self._attempt(job, progress)
             error = progress.outcome()
-        except _LeaseLost as exc:
-            _LOG.info("forwarding job %d was taken back (%s); stopped", job.id, exc)
+        except (_LeaseLost, _Stopping) as exc:
+            _LOG.info("forwarding job %d stopped: %s", job.id, exc)
             return
         except DeliveryFailed as exc:
             error = str(exc)
@@ -218,7 +226,7 @@ class OutboundDelivery:
         except Exception as exc:  # noqa: BLE001 - a bug or an odd peer must not end the loop; the job says what
             _LOG.exception("forwarding job %d failed unexpectedly", job.id)
             error = f"unexpected error: {exc!r}"
-        sent, total = (progress.sent, progress.total) if progress else (0, 0)
+        sent, total = progress.sent, progress.total
         _LOG.info(
             "forwarding job %d to %s: %d/%d instances%s", job.id, job.destination, sent, total,
             "" if error is None else f", failed: {error}",
@@ -236,14 +244,14 @@ class OutboundDelivery:
             # The lease runs out and the job is claimed again: it is delivered twice, never lost.
             _LOG.warning("cannot report forwarding job %d: %s", job.id, exc)
 
-    def _attempt(self, job: OutboundJob) -> _Progress:
+    def _attempt(self, job: OutboundJob, progress: _Progress) -> None:
         level, refs = list_instances(
             self._client, job.identifier(), str(StudyRootQueryRetrieveInformationModelMove), with_transfer_syntax=True
         )
         if job.transfer_syntax:
             # The server transcodes on retrieval: propose what will arrive.
             refs = [replace(ref, transfer_syntax=job.transfer_syntax) for ref in refs]
-        progress = _Progress(self._client, job, len(refs))
+        progress.total = len(refs)
         progress.report(force=True)
         if not refs:
             raise DeliveryFailed(f"nothing to send: study {job.study} has none of the job's instances any more")
@@ -252,7 +260,6 @@ class OutboundDelivery:
         else:
             self._send_to_dicomweb(job, level, refs, progress)
         progress.report(force=True)
-        return progress
 
     def _parts(self, job: OutboundJob, level: str, refs: list[InstanceRef], spool: Path) -> Iterator[Path]:
         """Every instance of the job, spooled one at a time (the caller deletes each)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from typing import TYPE_CHECKING, Any, Final
 
 from pynetdicom import AE, _config, evt
@@ -22,6 +21,8 @@ from dimse_bridge.client import DicomWebClient
 from dimse_bridge.handlers.find import handle_find
 from dimse_bridge.handlers.retrieve import handle_get, handle_move
 from dimse_bridge.handlers.store import StowBatcher, handle_store
+from dimse_bridge.latency import install as install_prompt_reactors
+from dimse_bridge.latency import set_tcp_nodelay
 from dimse_bridge.outbound import OutboundDelivery
 from dimse_bridge.registry import NodeRegistry
 from storage.dicom.media_types import TRANSFER_SYNTAXES
@@ -57,17 +58,6 @@ ARCHIVE_TRANSFER_SYNTAXES: Final = frozenset(TRANSFER_SYNTAXES)
 # Bigger PDUs mean fewer fragments to reassemble per instance; PS3.8 §9.3.1 lets the receiver
 # choose any maximum length it can handle.
 _MAX_PDU: Final = 256 * 1024
-
-
-def set_tcp_nodelay(event: Event) -> None:
-    """EVT_CONN_OPEN: send each PDU at once (no Nagle).
-
-    Otherwise every DIMSE round trip can wait on the peer's delayed ACK (~40 ms).
-    """
-    sock = event.assoc.dul.socket
-    raw = getattr(sock, "socket", None)
-    if isinstance(raw, socket.socket):
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Bridge:
@@ -162,6 +152,8 @@ class Bridge:
 
 def _configure_pynetdicom(settings: BridgeSettings) -> None:
     # Process-wide pynetdicom switches; the bridge is the only pynetdicom user in its process.
+    # Reactors wake on data instead of polling every millisecond (dimse_bridge/latency.py).
+    install_prompt_reactors()
     # Received data sets are spooled to a Part-10 file as they arrive: bounded memory, no decoding.
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.UNRESTRICTED_STORAGE_SERVICE = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
@@ -64,14 +65,23 @@ class Archive:
     """Store, find and delete instances; every method is blocking (run it in a worker thread)."""
 
     def __init__(
-        self, index: Index, blobs: BlobStore, *, host: str | None = None, compression: CompressionPolicy | None = None
+        self,
+        index: Index,
+        blobs: BlobStore,
+        *,
+        host: str | None = None,
+        compression: CompressionPolicy | None = None,
+        mirror: BlobStore | None = None,
     ) -> None:
         """Join an index and a blob store; `host` names this machine in the blob journal (default: hostname).
 
         `compression` re-encodes received instances that match its rules (default: none, stored as received).
+        `mirror` receives every stored instance too, under the same key, before it is acknowledged (a
+        backup's blob store, say); deletions and replacements leave it its copies, as a backup keeps them.
         """
         self.index = index
         self.blobs = blobs
+        self.mirror = mirror
         self.host = host or socket.gethostname()
         self.compression = compression or CompressionPolicy()
         self._writer = IndexWriter(index)
@@ -153,7 +163,7 @@ class Archive:
         key = key or _blob_key(parsed, sha256)
         self.index.journal.begin(key, self.host)  # durable before the bytes: the sweep spares them
         try:
-            size = self.blobs.put_file(key, part)
+            size = self.put_blob(key, part)
         except BaseException:
             self.index.journal.forget([key])
             raise
@@ -161,7 +171,7 @@ class Archive:
             # The index transaction also removes the journal row.
             outcome = self._writer.add(NewInstance(parsed, key, size, sha256))
         except ArchiveError as exc:
-            self.blobs.delete(key)
+            self._drop(key)
             if isinstance(exc, InvalidInstance):
                 raise
             raise InvalidInstance(
@@ -171,11 +181,11 @@ class Archive:
                 sop_instance_uid=parsed.instance.sop_instance_uid,
             ) from exc
         except BaseException:
-            self.blobs.delete(key)
+            self._drop(key)
             self.index.journal.forget([key])
             raise
         if outcome.kind == "already_present":
-            self.blobs.delete(key)  # identical bytes were stored earlier under another key
+            self._drop(key)  # identical bytes were stored earlier under another key
         elif outcome.old_blob_key is not None and outcome.old_blob_key != key:
             self.blobs.delete(outcome.old_blob_key)
         return StoreResult(
@@ -185,6 +195,35 @@ class Archive:
             sop_uid=parsed.instance.sop_instance_uid,
             sop_class_uid=parsed.instance.sop_class_uid,
         )
+
+    def put_blob(self, key: str, part: Path) -> int:
+        """Put the file under `key` in the mirror (a copy), then in the store (consuming it); its size.
+
+        Every write of new instance bytes goes through here, so that the mirror misses none.
+
+        Raises:
+            BlobExists, InvalidBlobKey, BlobError: as `BlobStore.put_file`, from either store.
+        """
+        if self.mirror is not None:
+            with tempfile.NamedTemporaryFile(dir=self.mirror.staging_dir(), prefix="mirror-", delete=False) as copy:
+                mirrored = Path(copy.name)
+            try:
+                shutil.copyfile(part, mirrored)
+                self.mirror.put_file(key, mirrored)
+            finally:
+                mirrored.unlink(missing_ok=True)
+        try:
+            return self.blobs.put_file(key, part)
+        except BaseException:
+            if self.mirror is not None:
+                self.mirror.delete(key)
+            raise
+
+    def _drop(self, key: str) -> None:
+        """Remove a blob that was never acknowledged, from the store and the mirror."""
+        self.blobs.delete(key)
+        if self.mirror is not None:
+            self.mirror.delete(key)
 
     def instances(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
@@ -228,6 +267,11 @@ class Archive:
             self.blobs.check()
         except ArchiveError as exc:
             problems["blobs"] = str(exc)
+        if self.mirror is not None:
+            try:
+                self.mirror.check()
+            except ArchiveError as exc:
+                problems["mirror"] = str(exc)
         return problems
 
     def sweep_orphans(self, *, grace_seconds: float, recent_days: int | None = 2, after_restart: bool = False) -> int:

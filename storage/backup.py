@@ -25,21 +25,23 @@ rows table by table in foreign-key order with their ids.
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from sqlalchemy import MetaData, bindparam, func, insert, select, text
+from sqlalchemy import MetaData, func, insert, select, text
 
 from storage.blobs import open_blob_store
-from storage.copy_archive import CopyReport, _Blob, _copy_blob, _present, copy_archive
+from storage.copy_archive import CopyReport, _Blob, _blobs, _copy_blob, _present, copy_archive
 from storage.errors import ArchiveError, BlobNotFound
 from storage.index.database import check, migrate, open_engine, write_transaction
 from storage.index.models import instance_table, study_table
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from sqlalchemy.engine import Engine
 
@@ -57,12 +59,6 @@ __all__ = [
 _PAGE: Final = 2000
 _SNAPSHOT_SUFFIX: Final = ".sqlite3"
 _NOT_EXPORTED: Final = frozenset({"alembic_version"})  # the snapshot's own migrations record it
-_INSTANCES: Final = (
-    select(instance_table.c.id, instance_table.c.blob_key, instance_table.c.size, instance_table.c.sha256)
-    .where(instance_table.c.id > bindparam("after"))
-    .order_by(instance_table.c.id)
-    .limit(_PAGE)
-)
 
 
 class BackupError(ArchiveError):
@@ -106,6 +102,7 @@ def backup_archive(
     target: BackupTarget,
     *,
     verify: bool = False,
+    workers: int = 8,
     on_start: Callable[[int, int], None] | None = None,
     on_blob: Callable[[int], None] | None = None,
 ) -> BackupReport:
@@ -116,8 +113,9 @@ def backup_archive(
         blobs: the archive's blob store.
         target: where the backup goes.
         verify: also read back blobs already in the target and compare their SHA-256.
+        workers: blobs copied at once.
         on_start: called once with (instances in the snapshot, their bytes).
-        on_blob: called with each blob's size once it is in the target.
+        on_blob: called with each blob's size once it is in the target (from worker threads).
 
     Raises:
         BackupError: a blob named by the snapshot was deleted meanwhile (run the backup again).
@@ -129,32 +127,16 @@ def backup_archive(
     with tempfile.TemporaryDirectory(dir=target.snapshots.staging_dir(), prefix="snapshot-") as scratch:
         snapshot = Path(scratch) / f"{stamp}{_SNAPSHOT_SUFFIX}"
         _take_snapshot(engine, snapshot)
-        copied = present = copied_bytes = 0
         snapshot_engine = open_engine(_sqlite_url(snapshot), pool_size=1, max_overflow=0)
         try:
+            count, total = _totals(snapshot_engine)
             with snapshot_engine.connect() as connection:
-                count, total = connection.execute(
-                    select(func.count(), func.coalesce(func.sum(instance_table.c.size), 0))
-                ).one()
                 studies = connection.execute(select(func.count()).select_from(study_table)).scalar_one()
             if on_start is not None:
-                on_start(count, int(total))
-            for blob in _blobs(snapshot_engine):
-                if _present(target.blobs, blob, verify=verify):
-                    present += 1
-                else:
-                    try:
-                        _copy_blob(blobs, target.blobs, blob)
-                    except BlobNotFound as exc:
-                        msg = (
-                            f"blob {blob.key!r} was deleted while the backup ran (its instance with it): "
-                            "run the backup again, it copies only what is still missing"
-                        )
-                        raise BackupError(msg) from exc
-                    copied += 1
-                    copied_bytes += blob.size
-                if on_blob is not None:
-                    on_blob(blob.size)
+                on_start(count, total)
+            copied, present, copied_bytes = _copy_blobs(
+                snapshot_engine, blobs, target.blobs, verify=verify, workers=workers, on_blob=on_blob
+            )
         finally:
             snapshot_engine.dispose()
         key = snapshot.name
@@ -169,6 +151,7 @@ def restore_archive(
     *,
     snapshot: str | None = None,
     verify: bool = False,
+    workers: int = 8,
     on_start: Callable[[int, int], None] | None = None,
     on_blob: Callable[[int], None] | None = None,
 ) -> CopyReport:
@@ -180,8 +163,9 @@ def restore_archive(
         blobs: the blob store to restore into.
         snapshot: a snapshot key (see `BackupTarget.snapshot_keys`); default the newest.
         verify: also read back blobs already in `blobs` and compare their SHA-256.
+        workers: blobs copied at once.
         on_start: called once with (instances, their bytes).
-        on_blob: called with each blob's size once it is restored.
+        on_blob: called with each blob's size once it is restored (from worker threads).
 
     Raises:
         BackupError: no snapshot, an unknown one, or the installation is not empty.
@@ -212,14 +196,20 @@ def restore_archive(
                 raise BackupError(msg) from exc
             source = open_engine(_sqlite_url(local), pool_size=1, max_overflow=0)
             try:
-                _clear(engine, seeded)  # rows the migrations put there come from the snapshot instead
-                return copy_archive(
-                    (source, target.blobs), (engine, blobs), verify=verify, on_start=on_start, on_blob=on_blob
+                if on_start is not None:
+                    on_start(*_totals(source))
+                copied, present, copied_bytes = _copy_blobs(
+                    source, target.blobs, blobs, verify=verify, workers=workers, on_blob=on_blob
                 )
+                _clear(engine, seeded)  # rows the migrations put there come from the snapshot instead
+                # The blobs are all there now (the copy only checks their sizes): the rows follow them.
+                report = copy_archive((source, target.blobs), (engine, blobs))
             finally:
                 source.dispose()
     finally:
         engine.dispose()
+    report.blobs_copied, report.blobs_present, report.bytes_copied = copied, present, copied_bytes
+    return report
 
 
 def _sqlite_url(path: Path) -> str:
@@ -265,15 +255,58 @@ def _export_rows(source: Engine, snapshot: Engine) -> None:
                         writing.execute(insert(table).prefix_with("OR REPLACE"), [dict(row) for row in page])
 
 
-def _blobs(engine: Engine) -> Iterator[_Blob]:
-    after = 0
-    while True:
-        with engine.connect() as connection:
-            page = connection.execute(_INSTANCES, {"after": after}).all()
-        yield from (_Blob(row.blob_key, row.size, row.sha256) for row in page)
-        if len(page) < _PAGE:
-            return
-        after = page[-1].id
+def _totals(engine: Engine) -> tuple[int, int]:
+    """Instances in the index and their bytes."""
+    with engine.connect() as connection:
+        count, total = connection.execute(select(func.count(), func.coalesce(func.sum(instance_table.c.size), 0))).one()
+    return int(count), int(total)
+
+
+def _copy_blobs(
+    engine: Engine,
+    source: BlobStore,
+    target: BlobStore,
+    *,
+    verify: bool,
+    workers: int,
+    on_blob: Callable[[int], None] | None,
+) -> tuple[int, int, int]:
+    """Put every blob `engine`'s index names into `target` unless it is there; (copied, present, bytes copied).
+
+    Each copy is checked against the index's SHA-256 (copy_archive's machinery). Each put waits on
+    fsync or an upload, so several run at once to keep the disk or the link busy.
+
+    Raises:
+        BackupError: a blob is gone from `source` (deleted since the snapshot).
+        CopyMismatch: a blob differs from its SHA-256.
+    """
+
+    def ensure(blob: _Blob) -> bool:
+        if _present(target, blob, verify=verify):
+            copied_now = False
+        else:
+            try:
+                _copy_blob(source, target, blob)
+            except BlobNotFound as exc:
+                msg = (
+                    f"blob {blob.key!r} was deleted while the backup ran (its instance with it): "
+                    "run the backup again, it copies only what is still missing"
+                )
+                raise BackupError(msg) from exc
+            copied_now = True
+        if on_blob is not None:
+            on_blob(blob.size)
+        return copied_now
+
+    copied = present = copied_bytes = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob-copy") as pool:
+        named = _blobs(engine)
+        while page := list(islice(named, _PAGE)):
+            for blob, copied_now in zip(page, pool.map(ensure, page), strict=True):
+                copied += copied_now
+                present += not copied_now
+                copied_bytes += blob.size if copied_now else 0
+    return copied, present, copied_bytes
 
 
 def _row_counts(engine: Engine) -> dict[str, int]:

@@ -36,9 +36,9 @@ __all__ = [
     "DuplicatePolicy",
     "ExpiredStudy",
     "InvalidPolicy",
-    "Policy",
     "PolicyFields",
     "RetentionPolicy",
+    "RetentionPolicyRow",
     "RetentionReport",
     "StudyKeep",
     "apply_retention",
@@ -56,7 +56,7 @@ MAX_AGE_DAYS: Final = 36_500  # a century: beyond any legal retention period
 _MODALITY: Final = re.compile(r"[A-Z0-9]{1,16}")  # CS, PS3.5 §6.2
 
 
-class RetentionPolicy(SQLModel, table=True):
+class RetentionPolicyRow(SQLModel, table=True):
     """Delete studies older than `max_age_days` (by StudyDate or reception), of one modality or any."""
 
     __tablename__ = "retention_policy"
@@ -130,7 +130,7 @@ class PolicyFields:
 
 
 @dataclass(frozen=True)
-class Policy:
+class RetentionPolicy:
     """A stored retention policy."""
 
     id: int
@@ -163,17 +163,17 @@ class RetentionReport:
     skipped: list[str] = field(default_factory=list)  # flagged "keep" or deleted by someone else meanwhile
 
 
-def list_policies(engine: Engine) -> list[Policy]:
+def list_policies(engine: Engine) -> list[RetentionPolicy]:
     """Every policy, oldest first."""
     with engine.connect() as connection:
         rows = connection.execute(select(_policy_table).order_by(_policy_table.c.id)).all()
     return [
-        Policy(row.id, row.name, row.max_age_days, row.age_basis, row.modality, row.enabled, row.created_at)
+        RetentionPolicy(row.id, row.name, row.max_age_days, row.age_basis, row.modality, row.enabled, row.created_at)
         for row in rows
     ]
 
 
-def create_policy(engine: Engine, fields: PolicyFields) -> Policy:
+def create_policy(engine: Engine, fields: PolicyFields) -> RetentionPolicy:
     """Store a new policy; it applies from the next run.
 
     Raises:
@@ -194,7 +194,7 @@ def create_policy(engine: Engine, fields: PolicyFields) -> Policy:
             new_id = connection.execute(_policy_table.insert().returning(_policy_table.c.id), values).scalar_one()
     except IntegrityError as exc:
         raise DuplicatePolicy(f"a retention policy named {fields.name!r} exists: pick another name") from exc
-    return Policy(id=new_id, **values)  # type: ignore[arg-type]
+    return RetentionPolicy(id=new_id, **values)  # type: ignore[arg-type]
 
 
 def delete_policy(engine: Engine, policy_id: int) -> None:
@@ -260,7 +260,7 @@ def expired_studies(engine: Engine, *, as_of: datetime) -> list[ExpiredStudy]:
     return [found[study_id] for study_id in sorted(found)]
 
 
-def _expired(policy: Policy, as_of: datetime) -> Any:
+def _expired(policy: RetentionPolicy, as_of: datetime) -> Any:
     study = study_table
     cutoff = as_of - timedelta(days=policy.max_age_days)
     statement = select(study.c.id, study.c.study_instance_uid, study.c.study_date, study.c.created_at).where(

@@ -1,7 +1,8 @@
 """C-MOVE and C-GET SCP (PS3.4 Annex C.4.2, C.4.3): one path, QIDO-RS + WADO-RS -> C-STORE sub-operations.
 
 The instances to send are listed with QIDO-RS, fetched with WADO-RS as stored (one multipart stream
-per study or series, spooled part by part, so a study is never held in memory) and handed to
+per study or series, spooled part by part, so a study is never held in memory; a background thread
+reads a few parts ahead of the sub-operation being sent, dimse_bridge/prefetch.py) and handed to
 pynetdicom, which runs the C-STORE sub-operations, counts them in the Pending responses and
 builds the Failed SOP Instance UID List (PS3.4 §C.4.2.1.4.2). An instance goes as stored when the
 receiver accepted its transfer syntax; otherwise it is decompressed to Explicit VR Little Endian,
@@ -12,6 +13,7 @@ association.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections import Counter
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
@@ -41,6 +43,8 @@ from pynetdicom import build_context, evt
 
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
 from dimse_bridge.handlers.find import LEVELS_BY_SOP_CLASS, InvalidIdentifier, qido_value
+from dimse_bridge.latency import set_tcp_nodelay
+from dimse_bridge.prefetch import fetch_parts
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -105,6 +109,9 @@ _USUAL_COMPRESSED: Final = (
 _MAX_CONTEXTS: Final = 128
 # Instance UIDs per QIDO-RS request at IMAGE level, to keep URLs short.
 _UIDS_PER_QUERY: Final = 100
+# Parts spooled ahead of the sub-operation being sent (dimse_bridge/prefetch.py): enough to keep the
+# next instance ready, few enough that a cancelled retrieval wastes little.
+_PREFETCH_DEPTH: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,14 +302,16 @@ CONVERSION_ERRORS: Final = (
 )
 
 
-def prepare_instance(path: Path, usable: Mapping[str, set[str]]) -> Dataset:
+def prepare_instance(path: Path, usable: Mapping[str, set[str]], meta: FileMetaDataset | None = None) -> Dataset:
     """The spooled instance at `path` ready to C-STORE: as stored if accepted, else converted.
+
+    `meta` is the file's File Meta Information when the caller has read it already.
 
     Raises:
         BridgeError: no accepted transfer syntax fits; or another of CONVERSION_ERRORS: pydicom or
             a pixel plugin cannot decode it.
     """
-    meta = read_file_meta_info(path)
+    meta = meta if meta is not None else read_file_meta_info(path)
     stored = str(meta.TransferSyntaxUID)
     sop_class = str(meta.MediaStorageSOPClassUID)
     target = choose_transfer_syntax(stored, usable.get(sop_class, set()))
@@ -353,33 +362,36 @@ def _sub_operations(
     activity_count: Callable[[str], None],
 ) -> Iterator[tuple[int, Dataset | None]]:
     pending = {ref.sop_instance: ref for ref in refs}
-    with tempfile.TemporaryDirectory(prefix="webpacs-bridge-") as spool:
-        for wado_path in wado_paths(level, refs):
+    with (
+        tempfile.TemporaryDirectory(prefix="webpacs-bridge-") as spool,
+        contextlib.closing(fetch_parts(client, wado_paths(level, refs), Path(spool), depth=_PREFETCH_DEPTH)) as fetched,
+    ):
+        for fetched_part in fetched:
+            part = fetched_part.path
+            if part is None:
+                _LOG.warning("WADO-RS %s failed: %s", fetched_part.wado_path, fetched_part.error)
+                continue
             try:
-                with client.retrieve(wado_path, Path(spool)) as parts:
-                    for part in parts:
-                        try:
-                            uid = str(read_file_meta_info(part).MediaStorageSOPInstanceUID)
-                            ref = pending.pop(uid, None)
-                            if ref is None:
-                                # Stored after the QIDO-RS listing: not part of the counted set.
-                                continue
-                            if event.is_cancelled:
-                                pending[uid] = ref
-                                yield RetrieveStatus.CANCEL, None
-                                return
-                            try:
-                                dataset = prepare_instance(part, usable())
-                            except CONVERSION_ERRORS as exc:
-                                # The instance fails, the retrieval goes on.
-                                _LOG.warning("cannot convert %s for the receiver: %r", uid, exc)
-                                activity_count("sub-operation conversion failed")
-                                dataset = _failed_sub_operation(ref)
-                            yield RetrieveStatus.PENDING, dataset
-                        finally:
-                            part.unlink(missing_ok=True)
-            except BridgeError as exc:
-                _LOG.warning("WADO-RS %s failed: %s", wado_path, exc)
+                meta = read_file_meta_info(part)
+                uid = str(meta.MediaStorageSOPInstanceUID)
+                ref = pending.pop(uid, None)
+                if ref is None:
+                    # Stored after the QIDO-RS listing: not part of the counted set.
+                    continue
+                if event.is_cancelled:
+                    pending[uid] = ref
+                    yield RetrieveStatus.CANCEL, None
+                    return
+                try:
+                    dataset = prepare_instance(part, usable(), meta)
+                except CONVERSION_ERRORS as exc:
+                    # The instance fails, the retrieval goes on.
+                    _LOG.warning("cannot convert %s for the receiver: %r", uid, exc)
+                    activity_count("sub-operation conversion failed")
+                    dataset = _failed_sub_operation(ref)
+                yield RetrieveStatus.PENDING, dataset
+            finally:
+                part.unlink(missing_ok=True)
         # Listed by QIDO-RS but not delivered by WADO-RS: failed sub-operations.
         for ref in list(pending.values()):
             if event.is_cancelled:
@@ -454,7 +466,9 @@ def handle_move(event: Event, client: DicomWebClient, registry: NodeRegistry, ac
 
     kwargs = {
         "contexts": requested_contexts(refs) or [build_context(ImplicitVRLittleEndian)],
-        "evt_handlers": [(evt.EVT_ACCEPTED, on_accepted)],
+        # Nagle off on this association too: each sub-operation is a small C-STORE-RQ command
+        # followed by data, which would otherwise wait on the destination's delayed ACK (~40 ms).
+        "evt_handlers": [(evt.EVT_CONN_OPEN, set_tcp_nodelay), (evt.EVT_ACCEPTED, on_accepted)],
     }
     activity.count("C-MOVE")
     yield destination.host, destination.port, kwargs

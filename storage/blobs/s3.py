@@ -2,10 +2,12 @@
 
 - Write-once: every PutObject and CompleteMultipartUpload carries `If-None-Match: *` (S3
   conditional writes), so a taken key is refused by the server itself, even between hosts.
-- Large objects go up as a multipart upload read from the file part by part (s3transfer), so a
-  4 GB instance is never in memory; every part carries a SHA-256 the server verifies.
-- Reads are ranged GETs streamed in CHUNK_SIZE pieces; whole-object reads ask for the stored
-  checksum, which botocore verifies as the bytes arrive.
+- Objects up to the multipart threshold go up in one PutObject, larger ones as a multipart upload
+  read from the file part by part (s3transfer), so a 4 GB instance is never in memory; every
+  request or part carries a SHA-256 the server verifies before it stores anything.
+- Reads are ranged GETs streamed in CHUNK_SIZE pieces; a whole-object read asks for the stored
+  checksum, which botocore verifies as the bytes arrive (single-part objects: a multipart object's
+  checksum is one of its parts' checksums, which were verified at upload).
 - Throttling and transient errors are retried with exponential backoff and jitter (botocore's
   "standard" retry mode).
 """
@@ -77,7 +79,7 @@ class S3BlobStore:
         self._staging = options.staging_dir or Path(tempfile.gettempdir()) / "webpacs-s3-staging"
         config = Config(
             region_name=options.region,
-            retries={"max_attempts": options.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
             s3={"addressing_style": "path" if options.path_style else "auto"},
             connect_timeout=10,
             read_timeout=60,

@@ -1,8 +1,10 @@
 """The rule engine: matches the change feed to the enabled rules and queues a job per match.
 
-The change-feed position it reached is a row it locks while it works (PostgreSQL: FOR UPDATE SKIP
-LOCKED, so a second worker skips the round; SQLite: BEGIN IMMEDIATE), and the jobs it queues
-commit with the new position: each change is matched exactly once, however many workers run it.
+The change-feed position it reached is a row. An engine matches the changes after it (reading
+stored files if a rule asks for the calling AE), then, in one short write transaction, locks the row
+(PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: BEGIN IMMEDIATE), checks it has not moved, queues the
+jobs and moves it. Jobs and position commit together: each change is matched exactly once, however
+many workers run the engine, and no lock is held while files are read.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from storage.forwarding.model import (
     Conditions,
@@ -47,10 +49,26 @@ __all__ = ["RuleEngine"]
 # many instances; then a new job starts (a row stays small, a claim stays quick).
 _MAX_INSTANCES_PER_JOB: Final = 5000
 _CURSOR_ID: Final = 1
-_LOCK_CURSOR: Final = (
-    select(forwarding_cursor_table.c.feed_seq)
+_CURSOR: Final = select(forwarding_cursor_table.c.feed_seq).where(forwarding_cursor_table.c.id == _CURSOR_ID)
+_LOCK_CURSOR: Final = _CURSOR.with_for_update(skip_locked=True)
+# Parameters not named like columns: SQLAlchemy would add them to the SET clause.
+_MOVE_CURSOR: Final = (
+    update(forwarding_cursor_table)
     .where(forwarding_cursor_table.c.id == _CURSOR_ID)
-    .with_for_update(skip_locked=True)
+    .values(feed_seq=bindparam("position"))
+)
+_CHANGES: Final = (
+    select(
+        change_table.c.feed_seq,
+        change_table.c.kind,
+        change_table.c.study_instance_uid,
+        change_table.c.series_instance_uid,
+        change_table.c.sop_instance_uid,
+        change_table.c.at,
+    )
+    .where(change_table.c.feed_seq > bindparam("after"))
+    .order_by(change_table.c.feed_seq)
+    .limit(bindparam("limit"))
 )
 _STUDY_COLUMNS: Final = (
     study_table.c.referring_physician_name,
@@ -94,36 +112,28 @@ class RuleEngine:
     def step(self, limit: int = 500) -> int:
         """Match up to `limit` changes after the cursor; return how many were consumed (0: none, or busy).
 
-        Busy means another worker holds the cursor (PostgreSQL); it does the matching meanwhile.
+        The matching (which may read stored files) happens before the write transaction, so the
+        lock is held only to check that the cursor has not moved meanwhile and to queue the jobs;
+        when it has moved (another worker matched these changes) or is locked, nothing is queued
+        and 0 is returned.
         """
         self._feed.publish()  # number what committed since, so the cursor only ever moves forward
-        with write_transaction(self._engine) as connection:
-            position = connection.execute(_LOCK_CURSOR).scalar_one_or_none()
-            if position is None:
-                return 0
-            changes = connection.execute(
-                select(
-                    change_table.c.feed_seq,
-                    change_table.c.kind,
-                    change_table.c.study_instance_uid,
-                    change_table.c.series_instance_uid,
-                    change_table.c.sop_instance_uid,
-                    change_table.c.at,
-                )
-                .where(change_table.c.feed_seq > position)
-                .order_by(change_table.c.feed_seq)
-                .limit(limit)
-            ).all()
+        with self._engine.connect() as connection:
+            position = connection.execute(_CURSOR).scalar_one()
+            changes = [_Change(*row) for row in connection.execute(_CHANGES, {"after": position, "limit": limit})]
             if not changes:
                 return 0
             rules = self._rules(connection)
-            for row in changes:
-                self._match(connection, rules, _Change(*row))
-            connection.execute(
-                update(forwarding_cursor_table)
-                .where(forwarding_cursor_table.c.id == _CURSOR_ID)
-                .values(feed_seq=changes[-1].feed_seq)
-            )
+            matches = [(rule, change) for change in changes for rule in self._matching(connection, rules, change)]
+        with write_transaction(self._engine) as connection:
+            if connection.execute(_LOCK_CURSOR).scalar_one_or_none() != position:
+                return 0
+            for rule, change in matches:
+                if change.kind == "stored":
+                    _add_instance(connection, rule, change)
+                else:
+                    _insert_job(connection, rule, change.study_instance_uid, [])
+            connection.execute(_MOVE_CURSOR, {"position": changes[-1].feed_seq})
         return len(changes)
 
     @staticmethod
@@ -144,23 +154,19 @@ class RuleEngine:
             for row in rows
         ]
 
-    def _match(self, connection: Connection, rules: Iterable[_Rule], change: _Change) -> None:
+    def _matching(self, connection: Connection, rules: Iterable[_Rule], change: _Change) -> list[_Rule]:
+        """The rules `change` matches."""
         candidates = [rule for rule in rules if rule.trigger == change.kind]
         if not candidates:
-            return
+            return []
         subject = (
             self._instance_subject(connection, change)
             if change.kind == "stored"
             else self._study_subject(connection, change.study_instance_uid)
         )
         if subject is None:
-            return  # deleted since
-        for rule in candidates:
-            if rule.conditions.matches(subject, change.at):
-                if change.kind == "stored":
-                    _add_instance(connection, rule, change)
-                else:
-                    _insert_job(connection, rule, change.study_instance_uid, [])
+            return []  # deleted since
+        return [rule for rule in candidates if rule.conditions.matches(subject, change.at)]
 
     def _instance_subject(self, connection: Connection, change: _Change) -> Subject | None:
         row = connection.execute(

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, func, select
 from storage.dicom.records import Frame
 from storage.errors import ArchiveError, NotFound
 from storage.index.database import check, write_transaction
+from storage.index.edits import not_recycled
 from storage.index.journal import BlobJournal
 from storage.index.models import instance_table, series_table, study_table
 from storage.index.search import SearchResult, search, study_visible
@@ -98,7 +99,10 @@ def _hierarchy_select(columns: Sequence[Any], *, series: bool, sop: bool) -> Sel
 
     Built once per shape: each call then only binds the UIDs (study_uid, series_uid, sop_uid).
     """
-    conditions: list[ColumnElement[bool]] = [study_table.c.study_instance_uid == bindparam("study_uid")]
+    conditions: list[ColumnElement[bool]] = [
+        study_table.c.study_instance_uid == bindparam("study_uid"),
+        not_recycled(study_table.c.id),  # a study in the recycle bin is not served
+    ]
     if series:
         conditions.append(series_table.c.series_instance_uid == bindparam("series_uid"))
     if sop:

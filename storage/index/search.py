@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydicom.datadict import dictionary_VR
 from sqlalchemy import and_, exists, false, or_, select
 
+from storage.index.edits import not_recycled
 from storage.index.models import (
     instance_table,
     normalize_person_name,
@@ -178,6 +179,9 @@ def search(connection: Connection, query: Query, *, max_results: int) -> SearchR
     page = max_results if query.limit is None else min(query.limit, max_results)
 
     base, order = _LEVEL_ORDER[query.level]
+    # Studies in the recycle bin are not found (storage/index/edits.py); a probe on the level's own
+    # study id, so no join is added for it.
+    conditions[query.level].append(not_recycled(base.c.id if query.level is Level.STUDY else base.c.study_id))
     # Page on ids first (answered from the ordering index), then fetch the page's rows only: a deep
     # offset then walks index entries, not table rows.
     ids = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,22 @@ class ScaleOut:
         """The worker processes: children of `webpacs serve` (uvicorn's supervisor is serve itself)
         started by multiprocessing's spawn (its resource tracker is left out)."""
         return [pid for pid in children(self.server.process.pid) if b"spawn_main" in _command_line(pid)]
+
+    def worker_serving(self, client_port: int) -> int:
+        """The worker process holding the server end of the connection from `client_port` (/proc/net/tcp)."""
+        server_port = int(self.server.url.rsplit(":", 1)[1])
+        ends = (f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}")  # 127.0.0.1, little-endian hex
+        inodes = {
+            fields[9]
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            if (fields := line.split())[1:3] == list(ends)
+        }
+        for pid in self.worker_pids():
+            for fd in (Path("/proc") / str(pid) / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in {f"socket:[{inode}]" for inode in inodes}:
+                        return pid
+        raise AssertionError(f"no worker holds the connection from port {client_port}")
 
     def wait_for_workers(self) -> None:
         """Until every worker has said "Application startup complete." (uvicorn) in this run's log."""

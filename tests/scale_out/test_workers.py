@@ -5,18 +5,28 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-from dicomdata import Patient, SeriesSpec, StudySpec, build_instances, new_uid, part10, split_multipart, uids_of
+from dicomdata import (
+    Patient,
+    SeriesSpec,
+    StudySpec,
+    build_instances,
+    multipart_body,
+    new_uid,
+    part10,
+    split_multipart,
+    uids_of,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
+    import httpx
+    from conftest import ServerFactory  # tests/conftest.py
     from scale_out_pacs import ScaleOut
 
 CLIENTS = 4
@@ -89,6 +99,26 @@ class TestConcurrentStowOfOneStudy:
         assert [k for k in scale_out.blob_keys() if sop in k] == [key]
 
 
+class TestWorkersOnSqlite:
+    def test_two_workers_on_the_embedded_default_also_keep_one_study_exact(self, live_servers: ServerFactory) -> None:
+        """SQLite in WAL mode takes writers from several processes in turn (BEGIN IMMEDIATE)."""
+        server = live_servers.start("sqlite", extra=("--workers", "2"))
+        spec, instances = study_of(series=2, per_series=6)
+
+        def store(n: int) -> int:
+            with server.client() as http:
+                body, content_type = multipart_body(instances[n::CLIENTS])
+                return http.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code
+
+        try:
+            assert in_parallel(CLIENTS, store) == [200] * CLIENTS
+            with server.client() as http:
+                (study,) = http.get("/dicomweb/studies", params={"StudyInstanceUID": spec.study_uid}).json()
+        finally:
+            live_servers.stop(server)
+        assert (study["00201206"]["Value"], study["00201208"]["Value"]) == ([2], [12])
+
+
 class TestConcurrentRetrieve:
     def test_concurrent_searches_and_retrieves_return_the_stored_bytes(self, scale_out: ScaleOut) -> None:
         spec, instances = study_of(series=2, per_series=5)
@@ -112,32 +142,46 @@ class TestConcurrentRetrieve:
 class TestWorkerKilledDuringStow:
     BOUNDARY = "scale-out-kill-test"
 
-    def test_killing_the_workers_mid_stow_loses_nothing_stored_and_indexes_nothing_by_half(
+    def test_a_worker_killed_mid_stow_loses_nothing_stored_and_indexes_nothing_by_half(
         self, scale_out: ScaleOut
     ) -> None:
         spec, instances = study_of(series=1, per_series=12)
         release = threading.Event()
-
-        def body() -> Iterator[bytes]:
-            for number, data in enumerate(instances):
-                yield f"--{self.BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
-                if number == 5:
-                    release.wait(30)  # half the study is sent: the test kills the workers now
-            yield f"--{self.BOUNDARY}--\r\n".encode()
+        connected: list[int] = []  # the STOW connection's local port
 
         def send() -> None:
+            """The STOW by hand over one socket, so that the worker serving it can be told apart."""
+            port = int(scale_out.server.url.rsplit(":", 1)[1])
             content_type = f'multipart/related; type="application/dicom"; boundary={self.BOUNDARY}'
-            with client(scale_out) as http, contextlib.suppress(httpx.HTTPError):  # the worker dies under it
-                http.post("/dicomweb/studies", content=body(), headers={"Content-Type": content_type})
+            with socket.create_connection(("127.0.0.1", port)) as connection, contextlib.suppress(OSError):
+                connected.append(connection.getsockname()[1])
+                connection.sendall(
+                    "POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Bearer {scale_out.server.token}\r\nTransfer-Encoding: chunked\r\n"
+                    f"Content-Type: {content_type}\r\n\r\n".encode()
+                )
+                for number, data in enumerate(instances):
+                    part = f"--{self.BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+                    connection.sendall(f"{len(part):X}\r\n".encode() + part + b"\r\n")
+                    if number == 5:
+                        release.wait(30)  # half the study is sent: the test kills its worker now
+                closing = f"--{self.BOUNDARY}--\r\n".encode()
+                connection.sendall(f"{len(closing):X}\r\n".encode() + closing + b"\r\n0\r\n\r\n")
+                connection.recv(1024)
 
         sender = threading.Thread(target=send)
         sender.start()
         wait_until(lambda: scale_out.sql(_COUNT, spec.study_uid)[0][0] >= 1, "the first instances to be indexed")
-        for pid in scale_out.worker_pids():
-            os.kill(pid, signal.SIGKILL)
+        serving = scale_out.worker_serving(connected[0])
+        others = set(scale_out.worker_pids()) - {serving}
+        os.kill(serving, signal.SIGKILL)
         release.set()
         sender.join(60)
-        scale_out.restart()  # serve again: its start-up sweep removes what the killed workers left
+        assert others and others <= set(scale_out.worker_pids()), "the other worker went down too"
+        with client(scale_out) as http:  # the other worker answers meanwhile, on new connections
+            listed = http.get("/dicomweb/instances", params={"StudyInstanceUID": spec.study_uid})
+        assert listed.status_code == 200
+        scale_out.restart()  # serve again: its start-up sweep removes what the killed worker left
         indexed = scale_out.sql(
             "SELECT i.sop_instance_uid, i.blob_key FROM instance i JOIN study s ON s.id = i.study_id "
             "WHERE s.study_instance_uid = %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -9,13 +10,16 @@ from operations_archive import OperationsArchive, open_archive
 from sqlalchemy import MetaData, func, select
 
 from storage.backup import BackupError, BackupTarget, backup_archive, restore_archive
+from storage.blobs import open_blob_store
 from storage.copy_archive import CopyMismatch
+from storage.errors import BlobError
 from storage.retention import set_keep
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from s3_server import S3Server  # tests/s3_server.py
     from sqlalchemy.engine import Engine
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -46,6 +50,12 @@ def contents(ops: OperationsArchive, studies: list[str]) -> dict[str, list[tuple
             for i, meta in zip(instances, metadata, strict=True)
         ]
     return result
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
@@ -102,6 +112,20 @@ class TestRestore:
         finally:
             fresh.close()
 
+    def test_a_damaged_backup_blob_stops_the_restore(self, source: OperationsArchive, tmp_path: Path) -> None:
+        study, _ = source.store_study()
+        target = BackupTarget(str(tmp_path / "backup"))
+        backup_archive(source.engine, source.archive.blobs, target)
+        copy = tmp_path / "backup" / "blobs" / source.archive.instances(study)[0].blob_key
+        flip_last_byte(copy)
+        fresh = open_archive("sqlite", tmp_path / "fresh")
+        try:
+            with pytest.raises(CopyMismatch, match="SHA-256"):
+                restore_archive(target, fresh.url, fresh.archive.blobs)
+            assert fresh.archive.index.counts().instances == 0  # rows follow blobs: none came
+        finally:
+            fresh.close()
+
     def test_an_empty_folder_is_not_a_backup(self, tmp_path: Path) -> None:
         fresh = open_archive("sqlite", tmp_path / "fresh")
         try:
@@ -128,8 +152,69 @@ class TestIncremental:
     ) -> None:
         study, _ = source.store_study()
         path = source.blob_path(study)
-        path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+        flip_last_byte(path)
         target = BackupTarget(str(tmp_path / "backup"))
         with pytest.raises(CopyMismatch, match="SHA-256"):
             backup_archive(source.engine, source.archive.blobs, target)
         assert target.snapshot_keys() == []
+
+
+class TestS3Target:
+    def test_a_backup_in_a_bucket_restores_byte_for_byte(self, s3_server: S3Server, tmp_path: Path) -> None:
+        source = open_archive("sqlite", tmp_path / "source")
+        fresh = open_archive("sqlite", tmp_path / "fresh")
+        try:
+            studies = [source.store_study(instances=2)[0]]
+            bucket = s3_server.new_bucket()
+            target = BackupTarget(f"s3://{bucket}/pacs-backup", s3=s3_server.options(staging_dir=tmp_path / "staging"))
+            assert backup_archive(source.engine, source.archive.blobs, target).blobs_copied == 2
+            assert backup_archive(source.engine, source.archive.blobs, target).blobs_present == 2
+            listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix="pacs-backup/snapshots/")
+            assert len(listed["Contents"]) == 2
+            restore_archive(target, fresh.url, fresh.archive.blobs)
+            assert contents(fresh, studies) == contents(source, studies)
+        finally:
+            source.close()
+            fresh.close()
+
+
+class TestMirror:
+    def test_every_stored_instance_is_in_the_mirror_and_a_backup_there_copies_nothing(self, tmp_path: Path) -> None:
+        ops = open_archive("sqlite", tmp_path / "archive")
+        try:
+            ops.archive.mirror = BackupTarget(str(tmp_path / "backup")).blobs
+            study, parts = ops.store_study(instances=3)
+            mirrored = [b"".join(ops.archive.mirror.open_range(i.blob_key)) for i in ops.archive.instances(study)]
+            assert sorted(mirrored) == sorted(parts)
+            report = backup_archive(ops.engine, ops.archive.blobs, BackupTarget(str(tmp_path / "backup")))
+            assert (report.blobs_copied, report.blobs_present) == (0, 3)
+            ops.archive.delete(study)  # a backup keeps what the archive deletes
+            assert len(list(ops.archive.mirror.keys())) == 3
+        finally:
+            ops.close()
+
+    def test_a_resent_instance_leaves_no_second_copy_in_the_mirror(self, tmp_path: Path) -> None:
+        ops = open_archive("sqlite", tmp_path / "archive")
+        try:
+            ops.archive.mirror = BackupTarget(str(tmp_path / "backup")).blobs
+            study, parts = ops.store_study()
+            staged = ops.archive.blobs.staging_dir() / "again"
+            staged.write_bytes(parts[0])
+            assert ops.archive.store(staged, hashlib.sha256(parts[0]).hexdigest()).outcome == "already_present"
+            assert list(ops.archive.mirror.keys()) == [ops.archive.instances(study)[0].blob_key]
+        finally:
+            ops.close()
+
+    def test_when_the_mirror_fails_nothing_is_stored(self, s3_server: S3Server, tmp_path: Path) -> None:
+        ops = open_archive("sqlite", tmp_path / "archive")
+        try:
+            missing_bucket = f"s3://no-such-bucket-{tmp_path.name.lower()[-8:]}/blobs"
+            options = s3_server.options(staging_dir=tmp_path / "staging", max_attempts=1)
+            ops.archive.mirror = open_blob_store(missing_bucket, s3=options)
+            with pytest.raises(BlobError):
+                ops.store_study()
+            assert ops.archive.index.counts().instances == 0
+            assert list(ops.archive.blobs.keys()) == []
+            assert "mirror" in ops.archive.readiness_problems()
+        finally:
+            ops.close()

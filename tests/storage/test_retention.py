@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
-from operations_archive import OperationsArchive, open_archive
 
 from storage.errors import NotFound
 from storage.retention import (
@@ -23,15 +22,7 @@ from storage.retention import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ops(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OperationsArchive]:
-    archive = open_archive(request.param, tmp_path)
-    yield archive
-    archive.close()
+    from operations_archive import OperationsArchive
 
 
 def expired_uids(ops: OperationsArchive, as_of: datetime | None = None) -> list[str]:

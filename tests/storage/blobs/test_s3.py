@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from s3_server import S3Server, start_s3_server
 
@@ -72,6 +75,81 @@ class TestWriteOnceAcrossHosts:
             second.put_file("same/key.dcm", source)
         assert source.exists()  # left for the caller, as the port says
         assert set(b"".join(second.open_range("same/key.dcm"))) == {1}
+
+
+class TestRetries:
+    def test_throttling_answers_are_retried_with_backoff_until_the_put_and_the_read_succeed(
+        self, s3_server: S3Server, tmp_path: Path
+    ) -> None:
+        bucket = s3_server.new_bucket()
+        with _FlakyProxy(s3_server.endpoint_url, failures=2) as proxy:
+            store = S3BlobStore(bucket, "p", s3_server.options(endpoint_url=proxy.url, staging_dir=tmp_path))
+            store.put_file("a.dcm", _staged(store, b"DICM" * 1000))
+            proxy.failures = 2
+            assert b"".join(store.open_range("a.dcm")) == b"DICM" * 1000
+        assert proxy.refused == 4
+
+    def test_a_store_that_keeps_failing_is_a_blob_error_after_the_configured_attempts(
+        self, s3_server: S3Server, tmp_path: Path
+    ) -> None:
+        with _FlakyProxy(s3_server.endpoint_url, failures=100) as proxy:
+            options = s3_server.options(endpoint_url=proxy.url, staging_dir=tmp_path, max_attempts=3)
+            store = S3BlobStore(s3_server.new_bucket(), "p", options)
+            source = _staged(store, b"DICM")
+            with pytest.raises(BlobError, match="cannot store"):
+                store.put_file("a.dcm", source)
+        assert proxy.refused == 3
+        assert source.exists()
+
+
+class _FlakyProxy:
+    """An HTTP proxy to the S3 server that answers the first `failures` requests 503 SlowDown."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.failures = failures
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length) if length else b""
+                if proxy.failures > 0:
+                    proxy.failures -= 1
+                    proxy.refused += 1
+                    payload = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "content-length"}}
+                answer = httpx.request(self.command, upstream + self.path, headers=headers, content=body)
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in {"content-length", "transfer-encoding", "connection", "content-encoding"}:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer.content)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class TestStartUpErrors:

@@ -15,7 +15,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect, select, text
 from sqlmodel import SQLModel
 
-import storage.index.nodes  # noqa: F401 - registers dicom_node (revision 0002) in the metadata
+# These register the tables of later revisions in the metadata: dicom_node (0002), verify_cursor,
+# retention_policy and study_keep (0006).
+import storage.index.nodes
+import storage.integrity
+import storage.retention  # noqa: F401
 from storage.errors import IndexUnavailable
 from storage.index import database
 from storage.index.database import MIGRATIONS_DIR, check, migrate, open_engine, write_transaction
