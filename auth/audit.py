@@ -109,6 +109,10 @@ class AuditLog:
         self._ensure_thread()
         written.wait(timeout=30)
 
+    def pending(self) -> int:
+        """How many events wait to be written (a gauge for /metrics)."""
+        return self._waiting.qsize()
+
     def search(self, query: AuditQuery) -> list[dict[str, Any]]:
         """The matching events, newest first."""
         self.flush()

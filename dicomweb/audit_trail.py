@@ -34,7 +34,7 @@ _SEARCH: Final = re.compile(
 )
 _VIEW: Final = re.compile(r"/(?:metadata|frames/[^/]+|rendered|thumbnail|bulkdata(?:/.*)?)$")
 # Audited where they happen, with what only the handler knows.
-_SELF_AUDITED: Final = re.compile(r"^/api/(?:auth/|share-links)")
+_SELF_AUDITED: Final = re.compile(r"^/api/(?:auth/|share-links|studies/[^/]+/send$)")
 
 
 def client_address(scope: Scope | Any) -> str:

@@ -156,7 +156,7 @@ class _ArchiveCollector:
             "webpacs_audit_events_queued",
             "Audit events waiting to be written by this process",
             # AuditLog keeps its queue private and offers no size; qsize is exact for SimpleQueue.
-            value=context.access.audit._waiting.qsize(),
+            value=context.access.audit.pending(),
         )
         for name, url in (("data_dir", str(context.settings.data_dir)), ("blobs", context.settings.effective_blob_url)):
             path = _local_path(url)

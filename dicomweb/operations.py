@@ -197,7 +197,7 @@ async def preview_retention(
     tags=["operations"],
     operation_id="GetStudyKeep",
     summary="Whether retention spares a study",
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def get_keep(request: Request[Any, Any, Any], study: str) -> KeepFlag:
     """Whether the study is flagged "keep"."""
@@ -211,7 +211,7 @@ async def get_keep(request: Request[Any, Any, Any], study: str) -> KeepFlag:
     tags=["operations"],
     operation_id="KeepStudy",
     summary="Flag a study 'keep': no retention policy deletes it",
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def keep_study(request: Request[Any, Any, Any], study: str) -> KeepFlag:
     """Flag the study (idempotent); a manual DELETE still removes it."""
@@ -224,7 +224,7 @@ async def keep_study(request: Request[Any, Any, Any], study: str) -> KeepFlag:
     tags=["operations"],
     operation_id="UnkeepStudy",
     summary="Clear a study's 'keep' flag",
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
     status_code=200,
 )
 async def unkeep_study(request: Request[Any, Any, Any], study: str) -> KeepFlag:

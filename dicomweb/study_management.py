@@ -294,7 +294,7 @@ async def list_recycle_bin(request: Request[Any, Any, Any]) -> list[RecycledStud
     operation_id="RestoreStudy",
     summary="Restore a study from the recycle bin",
     status_code=204,
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def restore_from_bin(request: Request[Any, Any, Any], study: str) -> None:
     """The study is found and served again, as it was."""
@@ -309,7 +309,7 @@ async def restore_from_bin(request: Request[Any, Any, Any], study: str) -> None:
     operation_id="PurgeStudy",
     summary="Purge a study from the recycle bin now",
     status_code=200,
-    responses=problems(401, 403, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def purge(request: Request[Any, Any, Any], study: str) -> PurgedStudy:
     """Delete the recycled study for good: the index first, then the bytes."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from dimse_bridge.settings import ENV_PREFIX, BridgeSettings, SettingsError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from types import FrameType
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -138,6 +140,10 @@ def settings_from_args(argv: Sequence[str] | None = None) -> BridgeSettings:
     return BridgeSettings.from_sources(vars(arguments))
 
 
+def _take_signal(signum: int, frame: FrameType | None) -> None:
+    """A stop signal: nothing to do here, `main` learns of it from the wake-up socket."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bridge until SIGTERM or SIGINT; return the process exit status."""
     try:
@@ -146,12 +152,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"webpacs-bridge: {exc}\n")
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The stop signals are taken synchronously (sigwait), not by a handler: `webpacs serve` sends its
-    # child SIGTERM and its death sends another (parent-death signal); a handler interrupted by the
-    # second inside Event.set() deadlocked on the Event's lock and left the bridge, and its port, behind.
-    # Blocked before any thread starts, so every thread inherits the mask.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # Stop at the first SIGTERM or SIGINT. The handlers do nothing themselves: Python's C-level handler
+    # writes each signal to the wake-up socket, which the main thread reads. (`webpacs serve` sends its
+    # child SIGTERM and its death sends another, the parent-death signal; a handler that set an Event
+    # could be interrupted by the second inside Event.set() and deadlock on the Event's own lock,
+    # leaving the bridge and its port behind.)
+    wake_in, wake_out = socket.socketpair()
+    wake_out.setblocking(False)
+    signal.set_wakeup_fd(wake_out.fileno())
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _take_signal)
     bridge = Bridge(settings)
     try:
         bridge.start()
@@ -159,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"webpacs-bridge: cannot listen on {settings.bind_host}:{settings.port}: {exc}\n")
         return 1
     try:
-        signal.sigwait(stop_signals)
+        wake_in.recv(1)
     finally:
         bridge.stop()
     return 0

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from storage.dicom.records import ParsedInstance
     from storage.index import Index, StoredInstance
 
-__all__ = ["Archive", "StoreResult"]
+__all__ = ["Archive", "StoreResult", "blob_key"]
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Archive:
         try:
             sha256 = digest.hexdigest()
             recompressed = read_instance(compressed)
-            key = _blob_key(recompressed, sha256)
+            key = blob_key(recompressed, sha256)
             if not self.compression.keep_original:
                 return self._store_parsed(compressed, sha256, recompressed, key=key)
             # The original is durable before the compressed instance is indexed; it sits outside the
@@ -160,7 +160,7 @@ class Archive:
             compressed.unlink(missing_ok=True)
 
     def _store_parsed(self, part: Path, sha256: str, parsed: ParsedInstance, *, key: str | None = None) -> StoreResult:
-        key = key or _blob_key(parsed, sha256)
+        key = key or blob_key(parsed, sha256)
         self.index.journal.begin(key, self.host)  # durable before the bytes: the sweep spares them
         try:
             size = self.put_blob(key, part)
@@ -317,7 +317,7 @@ class Archive:
         return removed
 
 
-def _blob_key(parsed: ParsedInstance, sha256: str) -> str:
+def blob_key(parsed: ParsedInstance, sha256: str) -> str:
     """A key of this write's own: `<ingest day>/<study>/<series>/<sop>.<sha256 prefix>.<random>.dcm`."""
     day = datetime.now(UTC).strftime(_KEY_DAY_FORMAT)
     return (

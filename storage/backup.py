@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import MetaData, func, insert, select, text
 
 from storage.blobs import open_blob_store
-from storage.copy_archive import CopyReport, _Blob, _blobs, _copy_blob, _present, copy_archive
+from storage.copy_archive import CopyReport, IndexedBlob, blob_present, copy_archive, copy_blob, indexed_blobs
 from storage.errors import ArchiveError, BlobNotFound
 from storage.index.database import check, migrate, open_engine, write_transaction
 from storage.index.models import instance_table, study_table
@@ -281,12 +281,12 @@ def _copy_blobs(
         CopyMismatch: a blob differs from its SHA-256.
     """
 
-    def ensure(blob: _Blob) -> bool:
-        if _present(target, blob, verify=verify):
+    def ensure(blob: IndexedBlob) -> bool:
+        if blob_present(target, blob, verify=verify):
             copied_now = False
         else:
             try:
-                _copy_blob(source, target, blob)
+                copy_blob(source, target, blob)
             except BlobNotFound as exc:
                 msg = (
                     f"blob {blob.key!r} was deleted while the backup ran (its instance with it): "
@@ -300,7 +300,7 @@ def _copy_blobs(
 
     copied = present = copied_bytes = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob-copy") as pool:
-        named = _blobs(engine)
+        named = indexed_blobs(engine)
         while page := list(islice(named, _PAGE)):
             for blob, copied_now in zip(page, pool.map(ensure, page), strict=True):
                 copied += copied_now

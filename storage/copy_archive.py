@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from storage.blobs.base import BlobStore
 
-__all__ = ["CopyMismatch", "CopyReport", "copy_archive"]
+__all__ = ["CopyMismatch", "CopyReport", "IndexedBlob", "blob_present", "copy_archive", "copy_blob", "indexed_blobs"]
 
 _PAGE: Final = 2000
 _NOT_COPIED: Final = frozenset({"alembic_version"})  # each database records its own migrations
@@ -63,7 +63,9 @@ class CopyReport:
 
 
 @dataclass(frozen=True)
-class _Blob:
+class IndexedBlob:
+    """A blob as the index records it: key, size and the SHA-256 computed at ingest."""
+
     key: str
     size: int
     sha256: str
@@ -98,11 +100,11 @@ def copy_archive(
         count, total = connection.execute(select(func.count(), func.coalesce(func.sum(instance_table.c.size), 0))).one()
     if on_start is not None:
         on_start(count, int(total))
-    for blob in _blobs(source_engine):
-        if _present(target_blobs, blob, verify=verify):
+    for blob in indexed_blobs(source_engine):
+        if blob_present(target_blobs, blob, verify=verify):
             report.blobs_present += 1
         else:
-            _copy_blob(source_blobs, target_blobs, blob)
+            copy_blob(source_blobs, target_blobs, blob)
             report.blobs_copied += 1
             report.bytes_copied += blob.size
         if on_blob is not None:
@@ -111,18 +113,20 @@ def copy_archive(
     return report
 
 
-def _blobs(engine: Engine) -> Iterator[_Blob]:
+def indexed_blobs(engine: Engine) -> Iterator[IndexedBlob]:
+    """Every instance's blob, page by page in id order (bounded memory at any archive size)."""
     after = 0
     while True:
         with engine.connect() as connection:
             page = connection.execute(_INSTANCES, {"after": after}).all()
-        yield from (_Blob(row.blob_key, row.size, row.sha256) for row in page)
+        yield from (IndexedBlob(row.blob_key, row.size, row.sha256) for row in page)
         if len(page) < _PAGE:
             return
         after = page[-1].id
 
 
-def _present(target: BlobStore, blob: _Blob, *, verify: bool) -> bool:
+def blob_present(target: BlobStore, blob: IndexedBlob, *, verify: bool) -> bool:
+    """Whether `target` holds the blob with its size (and, with `verify`, its SHA-256)."""
     try:
         size = target.size(blob.key)
     except BlobNotFound:
@@ -140,7 +144,7 @@ def _present(target: BlobStore, blob: _Blob, *, verify: bool) -> bool:
     return True
 
 
-def _copy_blob(source: BlobStore, target: BlobStore, blob: _Blob) -> None:
+def copy_blob(source: BlobStore, target: BlobStore, blob: IndexedBlob) -> None:
     """Spool the source blob to the target's staging folder, checking its SHA-256, then put it."""
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=target.staging_dir(), prefix="copy-", delete=False) as spool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from sqlalchemy import BigInteger, Column, Integer, bindparam, delete, func, select
 from sqlmodel import Field, SQLModel
 
-from storage.copy_archive import CopyMismatch, _Blob, _copy_blob, _present
+from storage.copy_archive import CopyMismatch, IndexedBlob, blob_present, copy_blob
 from storage.dicom.ingest_compression import ORIGINALS_PREFIX
 from storage.errors import BlobNotFound
 from storage.index.database import write_transaction
@@ -186,7 +186,7 @@ def _record(
     if problem is None:
         return
     kind, detail = problem
-    repaired = backup is not None and _restore(backup, blobs, _Blob(row.blob_key, row.size, row.sha256), kind)
+    repaired = backup is not None and _restore(backup, blobs, IndexedBlob(row.blob_key, row.size, row.sha256), kind)
     report.problems.append(
         BlobProblem(
             kind,
@@ -251,16 +251,16 @@ def _check(blobs: BlobStore, key: str, size: int, sha256: str) -> tuple[Literal[
     return None
 
 
-def _restore(backup: BlobStore, blobs: BlobStore, blob: _Blob, kind: str) -> bool:
+def _restore(backup: BlobStore, blobs: BlobStore, blob: IndexedBlob, kind: str) -> bool:
     """Copy the blob back from `backup` when it holds a good copy (same size and SHA-256); whether it did."""
     try:
-        if not _present(backup, blob, verify=True):
+        if not blob_present(backup, blob, verify=True):
             return False
     except CopyMismatch:
         return False  # the backup's copy is damaged too
     if kind == "corrupt":
         blobs.delete(blob.key)  # blobs are write-once: the bad bytes go before the good ones come back
-    _copy_blob(backup, blobs, blob)
+    copy_blob(backup, blobs, blob)
     return True
 
 

@@ -23,6 +23,7 @@ from sqlmodel import Field, SQLModel
 
 from storage.errors import ArchiveError, NotFound
 from storage.index.database import write_transaction
+from storage.index.edits import not_recycled
 from storage.index.models import UtcDateTime, id_type, study_modality_table, study_table
 
 if TYPE_CHECKING:
@@ -263,8 +264,9 @@ def expired_studies(engine: Engine, *, as_of: datetime) -> list[ExpiredStudy]:
 def _expired(policy: RetentionPolicy, as_of: datetime) -> Any:
     study = study_table
     cutoff = as_of - timedelta(days=policy.max_age_days)
+    # Studies in the recycle bin are left to its own purge (their restore window stays intact).
     statement = select(study.c.id, study.c.study_instance_uid, study.c.study_date, study.c.created_at).where(
-        ~exists().where(_keep_table.c.study_id == study.c.id)
+        ~exists().where(_keep_table.c.study_id == study.c.id), not_recycled(study.c.id)
     )
     if policy.modality:
         statement = statement.where(

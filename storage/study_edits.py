@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import validate_value
 
-from storage.archive import _blob_key
+from storage.archive import blob_key
 from storage.dicom.attributes import STUDY_LEVEL_TAGS
 from storage.dicom.ingest_compression import ORIGINALS_PREFIX
 from storage.dicom.instance import read_instance
@@ -249,10 +249,10 @@ def _rewrite(archive: Archive, stored: StoredInstance, apply: Callable[[Dataset]
         path, sha256 = _rewritten_file(archive, source, apply)
     try:
         parsed = read_instance(path)
-        key = _blob_key(parsed, sha256)
+        key = blob_key(parsed, sha256)
         archive.index.journal.begin(key, archive.host)  # durable before the bytes, as a store does
         try:
-            size = archive.blobs.put_file(key, path)
+            size = archive.put_blob(key, path)  # through the archive, so that the mirror gets it too
             if archive.compression.keep_original:
                 _rewrite_original(archive, stored.blob_key, key, apply)
         except BaseException:

@@ -34,16 +34,16 @@ from storage.index.models import (
     study_table,
 )
 from storage.index.writes import (
-    _APPEND_CHANGES,
-    _LOCK_STUDY,
-    _UPDATE_INSTANCE,
-    _UPDATE_STUDY,
+    APPEND_CHANGES,
+    LOCK_STUDY,
+    UPDATE_INSTANCE,
+    UPDATE_STUDY,
     NewInstance,
-    _instance_values,
-    _recount,
-    _refresh_modalities,
-    _study_values,
     delete_instances,
+    instance_row_values,
+    recount_study,
+    refresh_modalities,
+    study_row_values,
 )
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def _lock_visible(connection: Connection, study_uid: str) -> int:
     Raises:
         NotFound: no such study, or it is in the recycle bin.
     """
-    study_id: int | None = connection.execute(_LOCK_STUDY, {"study_uid": study_uid}).scalar()
+    study_id: int | None = connection.execute(LOCK_STUDY, {"study_uid": study_uid}).scalar()
     if study_id is None or connection.execute(_IS_RECYCLED, {"study_pk": study_id}).first() is not None:
         msg = f"study {study_uid} is not in the archive"
         raise NotFound(msg)
@@ -189,12 +189,12 @@ def _switch_rows(
     switched = [r for r in rewritten if r.item.parsed.instance.sop_instance_uid in current]
     if switched:
         connection.execute(
-            _UPDATE_INSTANCE,
+            UPDATE_INSTANCE,
             [
                 {
                     "row_id": current[r.item.parsed.instance.sop_instance_uid][0],
                     # created_at stays: retention measures "received" from it.
-                    **{k: v for k, v in _instance_values(r.item, now).items() if k != "created_at"},
+                    **{k: v for k, v in instance_row_values(r.item, now).items() if k != "created_at"},
                 }
                 for r in switched
             ],
@@ -255,9 +255,9 @@ def switch_study(connection: Connection, study_uid: str, rewritten: Sequence[Rew
         return stale
     if switched:
         newest = max(switched, key=lambda r: current[r.item.parsed.instance.sop_instance_uid][0])
-        values = _study_values(newest.item.parsed)
-        connection.execute(_UPDATE_STUDY, {"row_id": study_id, **values, "updated_at": now})
-        connection.execute(_APPEND_CHANGES, _changes("stored", study_uid, switched, now))
+        values = study_row_values(newest.item.parsed)
+        connection.execute(UPDATE_STUDY, {"row_id": study_id, **values, "updated_at": now})
+        connection.execute(APPEND_CHANGES, _changes("stored", study_uid, switched, now))
     return []
 
 
@@ -304,10 +304,10 @@ def move_series(
     connection.execute(update(series_table).where(series_table.c.id == series_id).values(study_id=target_id))
     connection.execute(update(instance_table).where(instance_table.c.series_id == series_id).values(study_id=target_id))
     for study_id in (target_id, source_id):
-        _recount(connection, study_id, now)  # drops the source study when it is left empty
-        _refresh_modalities(connection, study_id)
+        recount_study(connection, study_id, now)  # drops the source study when it is left empty
+        refresh_modalities(connection, study_id)
     connection.execute(
-        _APPEND_CHANGES, _changes("deleted", study_uid, switched, now) + _changes("stored", to_study_uid, switched, now)
+        APPEND_CHANGES, _changes("deleted", study_uid, switched, now) + _changes("stored", to_study_uid, switched, now)
     )
     return []
 
@@ -351,7 +351,7 @@ def recycle_study(connection: Connection, study_uid: str, by: str) -> int:
 
 
 def _recycled_id(connection: Connection, study_uid: str) -> int:
-    study_id: int | None = connection.execute(_LOCK_STUDY, {"study_uid": study_uid}).scalar()
+    study_id: int | None = connection.execute(LOCK_STUDY, {"study_uid": study_uid}).scalar()
     if study_id is None or connection.execute(_IS_RECYCLED, {"study_pk": study_id}).first() is None:
         msg = f"study {study_uid} is not in the recycle bin"
         raise NotFound(msg)

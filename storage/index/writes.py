@@ -45,7 +45,21 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, NestedTransaction
 
 
-__all__ = ["AddOutcome", "NewInstance", "add_instance", "add_instances", "delete_instances"]
+__all__ = [
+    "APPEND_CHANGES",
+    "LOCK_STUDY",
+    "UPDATE_INSTANCE",
+    "UPDATE_STUDY",
+    "AddOutcome",
+    "NewInstance",
+    "add_instance",
+    "add_instances",
+    "delete_instances",
+    "instance_row_values",
+    "recount_study",
+    "refresh_modalities",
+    "study_row_values",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +87,7 @@ class NewInstance:
 
 
 # The columns an add copies from the instance onto the study and series rows (the newest instance's
-# values win), in the order `_study_values` and `_series_values` produce them.
+# values win), in the order `study_row_values` and `_series_values` produce them.
 _STUDY_ATTRIBUTES: Final = (
     "patient_id",
     "patient_name",
@@ -107,7 +121,7 @@ def _by_id(table: Table) -> ColumnElement[bool]:
 
 
 # Locks the study row (FOR UPDATE is dropped on SQLite, where BEGIN IMMEDIATE already holds the lock).
-_LOCK_STUDY: Final = (
+LOCK_STUDY: Final = (
     select(study_table.c.id, *(study_table.c[name] for name in _STUDY_ATTRIBUTES))
     .where(study_table.c.study_instance_uid == bindparam("study_uid"))
     .with_for_update()
@@ -140,9 +154,9 @@ _LOOKUP: Final = select(
     )
 )
 # Executed with the changed columns as further parameters (SET takes them from the parameter names).
-_UPDATE_STUDY: Final = update(study_table).where(_by_id(study_table))
+UPDATE_STUDY: Final = update(study_table).where(_by_id(study_table))
 _UPDATE_SERIES: Final = update(series_table).where(_by_id(series_table))
-_UPDATE_INSTANCE: Final = update(instance_table).where(_by_id(instance_table))
+UPDATE_INSTANCE: Final = update(instance_table).where(_by_id(instance_table))
 _COUNT_SERIES: Final = (
     update(series_table)
     .where(_by_id(series_table))
@@ -156,7 +170,7 @@ _COUNT_STUDY: Final = (
         num_instances=study_table.c.num_instances + bindparam("added_instances"),
     )
 )
-_APPEND_CHANGES: Final = insert(change_table)
+APPEND_CHANGES: Final = insert(change_table)
 _INSTANCE_PLACE: Final = (
     select(series_table.c.series_instance_uid, study_table.c.study_instance_uid)
     .select_from(
@@ -196,7 +210,7 @@ def _inserts(insert_on_conflict: Callable[[Table], Any]) -> _Inserts:
 
 _INSERTS: Final = {"postgresql": _inserts(postgresql.insert), "sqlite": _inserts(sqlite.insert)}
 
-# The instance row's columns; the ones `_instance_values` makes and the three keys.
+# The instance row's columns; the ones `instance_row_values` makes and the three keys.
 _INSTANCE_COLUMNS: Final = (
     "sop_instance_uid",
     "series_id",
@@ -313,7 +327,8 @@ def _date(value: str) -> str:
     return value.replace(".", "")
 
 
-def _study_values(parsed: ParsedInstance) -> dict[str, Any]:
+def study_row_values(parsed: ParsedInstance) -> dict[str, Any]:
+    """The study row's columns as an instance's header gives them."""
     study = parsed.study
     return {
         "patient_id": study.patient_id,
@@ -346,7 +361,8 @@ def _series_values(parsed: ParsedInstance) -> dict[str, Any]:
     }
 
 
-def _instance_values(item: NewInstance, now: datetime) -> dict[str, Any]:
+def instance_row_values(item: NewInstance, now: datetime) -> dict[str, Any]:
+    """The instance row's columns for a new or replacing instance."""
     instance = item.parsed.instance
     frames = item.parsed.frames
     return {
@@ -432,10 +448,10 @@ class _Writer:
         study_uid = parsed.study.study_instance_uid
         series_uid = parsed.series.series_instance_uid
         sop_uid = parsed.instance.sop_instance_uid
-        study_values = _study_values(parsed)
+        study_values = study_row_values(parsed)
         study = self._studies.get(study_uid) or self._lock_study(study_uid, study_values, now)
         series_values = _series_values(parsed)
-        instance_values = _instance_values(item, now)
+        instance_values = instance_row_values(item, now)
         lookup = {
             "series_uid": series_uid,
             "sop_uid": sop_uid,
@@ -493,11 +509,11 @@ class _Writer:
             if series_changed:
                 connection.execute(_UPDATE_SERIES, {"row_id": series_id, **series_values})
                 if stored_series is not None and stored_series["modality"] != series_values["modality"]:
-                    _refresh_modalities(connection, study.id)
+                    refresh_modalities(connection, study.id)
         if study_changed:
-            connection.execute(_UPDATE_STUDY, {"row_id": study.id, **study_values})
+            connection.execute(UPDATE_STUDY, {"row_id": study.id, **study_values})
         if replaces:
-            connection.execute(_UPDATE_INSTANCE, {"row_id": found.instance_id, **instance_values})
+            connection.execute(UPDATE_INSTANCE, {"row_id": found.instance_id, **instance_values})
             if found.instance_sop_class_uid != parsed.instance.sop_class_uid:
                 # The replaced instance may have been the study's last of its SOP class.
                 _refresh_sop_classes(connection, study.id)
@@ -541,7 +557,7 @@ class _Writer:
     def _lock_study(self, uid: str, values: dict[str, Any], now: datetime) -> _LockedStudy:
         """Lock the study row, creating it if missing."""
         while True:
-            row = self._connection.execute(_LOCK_STUDY, {"study_uid": uid}).first()
+            row = self._connection.execute(LOCK_STUDY, {"study_uid": uid}).first()
             if row is not None:
                 return _LockedStudy(row.id, dict(zip(_STUDY_ATTRIBUTES, row[1:], strict=True)))
             self._begin_undoable()
@@ -587,7 +603,7 @@ class _Writer:
                 ],
             )
         if self._changes:
-            connection.execute(_APPEND_CHANGES, self._changes)
+            connection.execute(APPEND_CHANGES, self._changes)
         self._added_to_series = {}
         self._changes = []
         for study in touched:
@@ -717,7 +733,7 @@ _DELETES: Final = {
 }
 
 
-def _refresh_modalities(connection: Connection, study_id: int) -> None:
+def refresh_modalities(connection: Connection, study_id: int) -> None:
     """Rebuild ModalitiesInStudy from the study's series."""
     connection.execute(_CLEAR_MODALITIES, {"study_pk": study_id})
     connection.execute(_FILL_MODALITIES, {"study_pk": study_id})
@@ -738,7 +754,7 @@ def delete_instances(connection: Connection, study_uid: str, series_uid: str | N
     Raises:
         NotFound: nothing is stored under these UIDs.
     """
-    study_id = connection.execute(_LOCK_STUDY, {"study_uid": study_uid}).scalar()
+    study_id = connection.execute(LOCK_STUDY, {"study_uid": study_uid}).scalar()
     if study_id is None:
         msg = f"study {study_uid} is not in the archive"
         raise NotFound(msg)
@@ -755,11 +771,11 @@ def delete_instances(connection: Connection, study_uid: str, series_uid: str | N
         # Its series and sets go with it (ON DELETE CASCADE).
         connection.execute(_DELETE_STUDY, {"study_pk": study_id})
     else:
-        _recount(connection, study_id, now)
+        recount_study(connection, study_id, now)
     return blob_keys
 
 
-def _recount(connection: Connection, study_id: int, now: datetime) -> None:
+def recount_study(connection: Connection, study_id: int, now: datetime) -> None:
     """Recompute a study's counts and sets after a delete; drop what became empty.
 
     Recounted rather than decremented: counting a study's index entries costs little and would
@@ -772,5 +788,5 @@ def _recount(connection: Connection, study_id: int, now: datetime) -> None:
         connection.execute(_DELETE_STUDY, {"study_pk": study_id})
         return
     if series_dropped:
-        _refresh_modalities(connection, study_id)
+        refresh_modalities(connection, study_id)
     _refresh_sop_classes(connection, study_id)

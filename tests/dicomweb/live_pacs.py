@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -68,6 +69,17 @@ class Pacs:
         response = self.http.post("/api/tokens", json={"name": name or f"tests-{role}", "role": role})
         assert response.status_code == 201, response.text
         return str(response.json()["token"])
+
+    def log_in_new_user(self, role: str, study_filter: dict[str, list[str]] | None = None) -> str:
+        """Create a user with `role` (and study filter) through the API, log in; the access token."""
+        username = f"{role}-{uuid.uuid4().hex[:8]}"
+        password = "a long enough password"
+        body = {"username": username, "password": password, "role": role, "study_filter": study_filter or {}}
+        created = self.http.post("/api/users", json=body)
+        assert created.status_code == 201, created.text
+        login = self.http.post("/api/auth/login", json={"username": username, "password": password}, headers={})
+        assert login.status_code == 201, login.text
+        return str(login.json()["access_token"])
 
     # STOW-RS
 

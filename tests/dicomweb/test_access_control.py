@@ -29,19 +29,6 @@ def _study(*, referring: str = "WELBY^MARCUS", institution: str = "GENERAL", pat
     return part10(dataset)
 
 
-def _user(pacs: Pacs, role: str, study_filter: dict[str, list[str]] | None = None) -> str:
-    """Create a user through the API, log in, and return their access token."""
-    username = f"{role}-{uuid.uuid4().hex[:8]}"
-    created = pacs.http.post(
-        "/api/users",
-        json={"username": username, "password": PASSWORD, "role": role, "study_filter": study_filter or {}},
-    )
-    assert created.status_code == 201, created.text
-    login = pacs.http.post("/api/auth/login", json={"username": username, "password": PASSWORD}, headers={})
-    assert login.status_code == 201, login.text
-    return str(login.json()["access_token"])
-
-
 def _paths(data: bytes) -> dict[str, str]:
     study, series, sop = uids_of(data)
     instance = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"
@@ -67,7 +54,7 @@ def two_studies(pacs: Pacs) -> tuple[bytes, bytes]:
 
 class TestLogin:
     def test_a_user_logs_in_and_sees_who_they_are(self, pacs: Pacs) -> None:
-        token = _user(pacs, "radiologist")
+        token = pacs.log_in_new_user("radiologist")
         me = pacs.http.get("/api/me", headers=pacs.auth(token)).json()
         assert me["role"] == "radiologist"
         assert me["kind"] == "user"
@@ -104,7 +91,7 @@ class TestLogin:
         assert again.status_code == 401
 
     def test_a_viewer_cannot_manage_users(self, pacs: Pacs) -> None:
-        viewer = _user(pacs, "viewer")
+        viewer = pacs.log_in_new_user("viewer")
         response = pacs.http.get("/api/users", headers=pacs.auth(viewer))
         assert response.status_code == 403
 
@@ -112,7 +99,7 @@ class TestLogin:
 class TestStudyFilters:
     def test_qido_shows_only_the_studies_of_the_filter(self, pacs: Pacs, two_studies: tuple[bytes, bytes]) -> None:
         mine, foreign = two_studies
-        token = _user(pacs, "referring", {"ReferringPhysicianName": ["HOUSE^*"]})
+        token = pacs.log_in_new_user("referring", {"ReferringPhysicianName": ["HOUSE^*"]})
         for path in ("/dicomweb/studies", "/dicomweb/series", "/dicomweb/instances"):
             found = pacs.http.get(path, headers=pacs.auth(token), params={"limit": "5000"}).json()
             studies = {item["0020000D"]["Value"][0] for item in found}
@@ -121,7 +108,7 @@ class TestStudyFilters:
 
     def test_a_foreign_study_is_404_on_every_retrieve_route(self, pacs: Pacs, two_studies: tuple[bytes, bytes]) -> None:
         mine, foreign = two_studies
-        token = _user(pacs, "referring", {"ReferringPhysicianName": ["HOUSE^*"]})
+        token = pacs.log_in_new_user("referring", {"ReferringPhysicianName": ["HOUSE^*"]})
         headers = {**pacs.auth(token), **ACCEPT_AS_STORED}
         for name, path in _paths(foreign).items():
             assert pacs.http.get(path, headers=headers).status_code == 404, name
@@ -131,7 +118,7 @@ class TestStudyFilters:
 
     def test_a_guessed_uid_looks_like_a_missing_study(self, pacs: Pacs, two_studies: tuple[bytes, bytes]) -> None:
         _, foreign = two_studies
-        token = _user(pacs, "referring", {"ReferringPhysicianName": ["HOUSE^*"]})
+        token = pacs.log_in_new_user("referring", {"ReferringPhysicianName": ["HOUSE^*"]})
         hidden = pacs.http.get(_paths(foreign)["study metadata"], headers=pacs.auth(token))
         missing = pacs.http.get("/dicomweb/studies/1.2.3.4.5.6.7/metadata", headers=pacs.auth(token))
         assert (hidden.status_code, missing.status_code) == (404, 404)
@@ -143,13 +130,13 @@ class TestStudyFilters:
         self, pacs: Pacs, two_studies: tuple[bytes, bytes]
     ) -> None:
         _, foreign = two_studies
-        token = _user(pacs, "manager", {"InstitutionName": ["ST. MARY*"]})
+        token = pacs.log_in_new_user("manager", {"InstitutionName": ["ST. MARY*"]})
         assert pacs.http.delete(_paths(foreign)["study"], headers=pacs.auth(token)).status_code == 404
         assert pacs.has_instance(uids_of(foreign)[2])
 
     def test_a_personal_token_carries_the_filter(self, pacs: Pacs, two_studies: tuple[bytes, bytes]) -> None:
         mine, foreign = two_studies
-        session = _user(pacs, "referring", {"ReferringPhysicianName": ["HOUSE^*"]})
+        session = pacs.log_in_new_user("referring", {"ReferringPhysicianName": ["HOUSE^*"]})
         minted = pacs.http.post("/api/me/tokens", json={"name": "script"}, headers=pacs.auth(session))
         assert minted.status_code == 201, minted.text
         token = minted.json()["token"]
@@ -245,7 +232,7 @@ class TestAuditTrail:
         self, pacs: Pacs, two_studies: tuple[bytes, bytes]
     ) -> None:
         _, foreign = two_studies
-        token = _user(pacs, "referring", {"ReferringPhysicianName": ["HOUSE^*"]})
+        token = pacs.log_in_new_user("referring", {"ReferringPhysicianName": ["HOUSE^*"]})
         me = pacs.http.get("/api/me", headers=pacs.auth(token)).json()["name"]
         pacs.http.get(_paths(foreign)["study metadata"], headers=pacs.auth(token))
         events = pacs.http.get("/api/audit", params={"user": me, "study_uid": uids_of(foreign)[0]}).json()
@@ -259,14 +246,14 @@ class TestAuditTrail:
         session = _redeem(pacs, link["url"]).json()["access_token"]
         pacs.http.get(f"/share/{token}", headers={})
         pacs.http.get(_paths(data)["study metadata"], headers=pacs.auth(session))
-        _user(pacs, "viewer")
+        pacs.log_in_new_user("viewer")
         log = (pacs.data_dir / "server.log").read_text()
         assert "GET /share/…" in log
         for secret in (PASSWORD, token, session, pacs.token):
             assert secret not in log
 
     def test_only_admins_read_the_audit_log(self, pacs: Pacs) -> None:
-        token = _user(pacs, "manager")
+        token = pacs.log_in_new_user("manager")
         assert pacs.http.get("/api/audit", headers=pacs.auth(token)).status_code == 403
 
 

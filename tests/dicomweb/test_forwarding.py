@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from conftest import LiveServer, ServerFactory  # tests/conftest.py
 
-PASSWORD = "a long enough password"
 # Short delays so that retries, leases and stable studies happen within a test.
 ENV = {
     "WEBPACS_FORWARD_BACKOFF": "1,1",
@@ -139,19 +138,6 @@ def result(pacs: Pacs, bridge: dict[str, str], job: dict[str, Any], **report: An
     """Report an attempt's outcome as the bridge; the response."""
     body = {"lease": job["lease"], "instances_sent": 0, "instances_total": 1, **report}
     return pacs.http.post(f"/api/forwarding-jobs/{job['id']}/result", json=body, headers=bridge)
-
-
-def user_token(pacs: Pacs, role: str, study_filter: dict[str, list[str]] | None = None) -> dict[str, str]:
-    """Create a user, log in, and return the Authorization header of the session."""
-    username = f"{role}-{uuid.uuid4().hex[:8]}"
-    created = pacs.http.post(
-        "/api/users",
-        json={"username": username, "password": PASSWORD, "role": role, "study_filter": study_filter or {}},
-    )
-    assert created.status_code == 201, created.text
-    login = pacs.http.post("/api/auth/login", json={"username": username, "password": PASSWORD}, headers={})
-    assert login.status_code == 201, login.text
-    return pacs.auth(str(login.json()["access_token"]))
 
 
 def engine_caught_up(pacs: Pacs) -> None:
@@ -379,7 +365,7 @@ class TestPermissions:
         mine, my_parts = study(referring="HOUSE^GREGORY")
         foreign, foreign_parts = study(referring="WELBY^MARCUS")
         pacs.store(*my_parts, *foreign_parts)
-        manager = user_token(pacs, "manager", {"ReferringPhysicianName": ["HOUSE^*"]})
+        manager = pacs.auth(pacs.log_in_new_user("manager", {"ReferringPhysicianName": ["HOUSE^*"]}))
         assert send(pacs, mine, headers=manager)["requested_by"].startswith("user manager-")
         response = pacs.http.post(f"/api/studies/{foreign}/send", json={"ae_title": NODE}, headers=manager)
         assert response.status_code == 404
@@ -403,7 +389,7 @@ class TestPermissions:
         assert pacs.http.post(f"/api/forwarding-jobs/{job['id']}/cancel", headers=manager).status_code == 403
 
     def test_a_filtered_manager_may_not_list_the_whole_queue(self, pacs: Pacs) -> None:
-        manager = user_token(pacs, "manager", {"ReferringPhysicianName": ["HOUSE^*"]})
+        manager = pacs.auth(pacs.log_in_new_user("manager", {"ReferringPhysicianName": ["HOUSE^*"]}))
         assert pacs.http.get("/api/forwarding-jobs", headers=manager).status_code == 403
 
     @pytest.mark.parametrize("role", ["viewer", "manager"])

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
     from conftest import LiveServer, ServerFactory  # tests/conftest.py
 
-PASSWORD: Final = "correct horse battery staple"
 RECYCLE_DAYS: Final = 30
 # The crash test's study: big enough that the edit is still rewriting when the server is killed.
 CRASH_INSTANCES: Final = 120
@@ -71,19 +70,6 @@ def _stored_datasets(pacs: Pacs, study_uid: str) -> list[Any]:
     """Every instance of the study as WADO-RS serves it (as stored), parsed."""
     parts = pacs.retrieve(f"/dicomweb/studies/{study_uid}")
     return [dataset_of(part.content) for part in parts]
-
-
-def _user(pacs: Pacs, role: str, study_filter: dict[str, list[str]] | None = None) -> str:
-    """A user with `role` (and a study filter), logged in; their access token."""
-    username = f"{role}-{uuid.uuid4().hex[:8]}"
-    created = pacs.http.post(
-        "/api/users",
-        json={"username": username, "password": PASSWORD, "role": role, "study_filter": study_filter or {}},
-    )
-    assert created.status_code == 201, created.text
-    login = pacs.http.post("/api/auth/login", json={"username": username, "password": PASSWORD}, headers={})
-    assert login.status_code == 201, login.text
-    return str(login.json()["access_token"])
 
 
 def _spec(patient: Patient | None = None, *series: SeriesSpec) -> StudySpec:
@@ -286,12 +272,12 @@ class TestPermissions:
     def test_a_manager_may_edit_and_a_filtered_manager_finds_no_foreign_study(self, pacs: Pacs) -> None:
         spec = _spec()
         _store_study(pacs, spec)
-        manager = pacs.auth(_user(pacs, "manager"))
+        manager = pacs.auth(pacs.log_in_new_user("manager"))
         edited = pacs.http.patch(
             f"/api/studies/{spec.study_uid}", json={"StudyDescription": "by a manager"}, headers=manager
         )
         assert edited.status_code == 200, edited.text
-        filtered = pacs.auth(_user(pacs, "manager", {"InstitutionName": ["ST. ELSEWHERE"]}))
+        filtered = pacs.auth(pacs.log_in_new_user("manager", {"InstitutionName": ["ST. ELSEWHERE"]}))
         foreign = pacs.http.patch(f"/api/studies/{spec.study_uid}", json={"StudyDescription": "no"}, headers=filtered)
         assert foreign.status_code == 404, foreign.text
         series = spec.series[0].series_uid

@@ -6,6 +6,8 @@ is never used. WebGL in headless chromium needs SwiftShader (`--enable-unsafe-sw
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
@@ -14,6 +16,10 @@ import pytest
 from dicomdata import Patient, SeriesSpec, StudySpec, build_instances, part10
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from ui_helpers import VIEWER_DIST, new_context, store
+
+# The bridge and DCMTK helpers of the bridge's own tests (tests/dimse_bridge is not a package).
+sys.path.append(str(Path(__file__).resolve().parents[1] / "dimse_bridge"))
+from dimse_helpers import RunningBridge, free_port, require_dcmtk, start_bridge, stop, wait_for_port  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -70,6 +76,59 @@ def seeded(ui_server: LiveServer) -> Seeded:
         for spec in [*studies.values(), *crowd]:
             store(client, [part10(ds) for ds in build_instances(spec)])
     return Seeded(ui_server, studies)
+
+
+# A forwarding queue that moves within a test: the rule engine every second, short leases and retries.
+OPERATIONS_ENV: Final = {
+    "WEBPACS_RECYCLE_DAYS": "7",
+    "WEBPACS_FORWARD_BACKOFF": "2,2",
+    "WEBPACS_FORWARD_LEASE_SECONDS": "5",
+    "WEBPACS_FORWARD_INTERVAL_SECONDS": "1",
+}
+STORESCP_AE: Final = "STORESCP"
+
+
+class Operations(NamedTuple):
+    """A server with a recycle bin, its bridge delivering jobs, and a DCMTK storescp registered as a node."""
+
+    server: LiveServer
+    studies: dict[str, StudySpec]
+    bridge: RunningBridge
+    received: Path  # where storescp writes what the bridge sends it
+
+
+@pytest.fixture(scope="session")
+def operations(live_servers: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operations]:
+    """The server of the study-action and operations pages (send, reports, edits, recycle bin, rules)."""
+    require_dcmtk()
+    server = live_servers.start("sqlite", env=OPERATIONS_ENV)
+    work = tmp_path_factory.mktemp("operations")
+    received = work / "received"
+    received.mkdir()
+    port = free_port()
+    log = work / "storescp.log"
+    storescp = subprocess.Popen(
+        ["storescp", "-aet", STORESCP_AE, "-od", str(received), str(port)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, storescp, log)
+    bridge = start_bridge(server, work, "--accept-unregistered", "--forward-poll", "0.2")
+    studies = {
+        "curie": study_of("CURIE^MARIE", "OPS-MARIE", "20210304"),
+        "noether": study_of("NOETHER^EMMY", "OPS-EMMY", "20180101", modality="MR"),
+        "franklin": study_of("FRANKLIN^ROSALIND", "OPS-ROSALIND", "19990101", instances=1),
+        "meitner": study_of("MEITNER^LISE", "OPS-LISE", "20200202", instances=1),
+    }
+    with server.client() as client:
+        for spec in studies.values():
+            store(client, [part10(ds) for ds in build_instances(spec)])
+        node = {"ae_title": STORESCP_AE, "host": "127.0.0.1", "port": port, "description": "DCMTK storescp"}
+        assert client.post("/api/dicom-nodes", json=node).status_code == 201
+    yield Operations(server, studies, bridge, received)
+    stop(bridge.process)
+    stop(storescp)
+    live_servers.stop(server)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,12 @@
 // Administration: users and roles with study filters, API tokens, DICOM nodes, audit log, status.
 
 import * as api from './api.js';
-import { announce, confirmAction, copyText, field, formatBytes, formatTime, h, replace } from './dom.js';
+import { announce, confirmAction, copyText, failure, field, formatBytes, formatTime, h, replace, saveBlob, section, table } from './dom.js';
 
 // auth.audit.Action: what the audit log records.
-const AUDIT_ACTIONS = ['search', 'view', 'download', 'store', 'delete', 'share', 'share-revoke', 'share-use', 'login', 'logout', 'administer'];
-const ROLES = ['admin', 'manager', 'radiologist', 'referring', 'viewer', 'uploader', 'service'];
+const AUDIT_ACTIONS = ['search', 'view', 'download', 'store', 'delete', 'share', 'share-revoke', 'share-use', 'login', 'logout', 'administer', 'send'];
+// auth.principals.Role: every role a user or token may hold.
+const ROLES = ['admin', 'manager', 'radiologist', 'referring', 'viewer', 'uploader', 'service', 'monitoring'];
 // The study-level attributes a user's study filter may restrict (values are ORed, keys ANDed).
 const FILTER_KEYS = [
   ['ReferringPhysicianName', 'Referring physicians'],
@@ -14,31 +15,10 @@ const FILTER_KEYS = [
   ['ModalitiesInStudy', 'Modalities'],
 ];
 
-function table(columns, rows, empty) {
-  if (!rows.length) return h('p', { class: 'muted' }, empty);
-  return h(
-    'div',
-    { class: 'table-wrap' },
-    h(
-      'table',
-      {},
-      h('thead', {}, h('tr', {}, columns.map(([title]) => h('th', { scope: 'col' }, title)))),
-      h('tbody', {}, rows.map(row => h('tr', {}, columns.map(([title, cell]) => h('td', { 'data-label': title }, cell(row)))))),
-    ),
-  );
-}
-
-function section(title, ...children) {
-  return h('section', { class: 'card' }, h('h1', {}, title), ...children);
-}
-
 function roleSelect(selected) {
   return h('select', { name: 'role' }, ROLES.map(role => h('option', { value: role, selected: role === selected }, role)));
 }
 
-function failure(place, error, what) {
-  replace(place, h('p', { class: 'error', role: 'alert' }, `${what}: ${error.message}`));
-}
 
 // --- Users ---------------------------------------------------------------------------------------
 
@@ -355,10 +335,7 @@ async function auditView(container) {
   async function exportAll() {
     try {
       const response = await api.request(`/api/audit/export?${query()}`, { raw: true });
-      const link = h('a', { href: URL.createObjectURL(await response.blob()), download: 'webpacs-audit.jsonl' });
-      document.body.append(link);
-      link.click();
-      link.remove();
+      saveBlob(await response.blob(), 'webpacs-audit.jsonl');
     } catch (error) {
       announce(`Export failed: ${error.message}`, 'error');
     }

@@ -3,21 +3,28 @@
 import * as api from './api.js';
 import { announce, field, h, replace } from './dom.js';
 import { adminViews } from './admin.js';
+import { forwardingViews } from './forwarding.js';
+import { recordsViews } from './records.js';
 import { studiesView } from './studies.js';
 import { uploadView } from './upload.js';
 
-/** Every view: its hash route, its name in the menu, the permission it needs. */
+/** Every view: its hash route, its name in the menu, the permission it needs (and `kinds`, `unfiltered`). */
 const VIEWS = [
   { route: 'studies', title: 'Studies', needs: 'read', render: studiesView },
   { route: 'upload', title: 'Upload', needs: 'store', render: uploadView },
+  ...forwardingViews,
+  ...recordsViews,
   ...adminViews,
 ];
 
 const main = () => document.getElementById('main');
 let principal = null;
 
+/** Whether the signed-in principal may use `view`: its permission, kind, and (`unfiltered`) no study filter. */
 function allowed(view) {
-  return Boolean(principal && principal.permissions.includes(view.needs) && (!view.kinds || view.kinds.includes(principal.kind)));
+  if (!principal || !principal.permissions.includes(view.needs)) return false;
+  if (view.kinds && !view.kinds.includes(principal.kind)) return false;
+  return !view.unfiltered || !Object.values(principal.study_filter || {}).some(list => list && list.length);
 }
 
 function renderChrome() {

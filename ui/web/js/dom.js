@@ -124,3 +124,37 @@ export function formatBytes(count) {
   }
   return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
 }
+
+/** A table of `rows` with `columns` [[title, row => cell], ...]; `empty` when there is no row. */
+export function table(columns, rows, empty) {
+  if (!rows.length) return h('p', { class: 'muted' }, empty);
+  return h(
+    'div',
+    { class: 'table-wrap' },
+    h(
+      'table',
+      {},
+      h('thead', {}, h('tr', {}, columns.map(([title]) => h('th', { scope: 'col' }, title)))),
+      h('tbody', {}, rows.map(row => h('tr', {}, columns.map(([title, cell]) => h('td', { 'data-label': title }, cell(row)))))),
+    ),
+  );
+}
+
+/** A page section: a card with its heading. */
+export function section(title, ...children) {
+  return h('section', { class: 'card' }, h('h1', {}, title), ...children);
+}
+
+/** Show in `place` that `what` failed, with the server's reason. */
+export function failure(place, error, what) {
+  replace(place, h('p', { class: 'error', role: 'alert' }, `${what}: ${error.message}`));
+}
+
+/** Save a Blob under `name` through the browser's download. */
+export function saveBlob(blob, name) {
+  const link = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+}

@@ -2,7 +2,10 @@
 
 import * as api from './api.js';
 import { TAG, first, formatDate, inputToDA, toDA, values } from './dicom.js';
-import { announce, confirmAction, field, h, replace } from './dom.js';
+import { attachmentsDialog } from './attachments.js';
+import { announce, confirmAction, field, h, replace, saveBlob } from './dom.js';
+import { editDialog } from './edit.js';
+import { sendDialog } from './send.js';
 import { shareDialog } from './share.js';
 
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'US', 'MG', 'NM', 'PT', 'XA', 'RF', 'OT', 'SC', 'SR', 'SEG', 'DOC'];
@@ -176,13 +179,16 @@ export async function studiesView(container, principal) {
     return [
       h('a', { class: 'button primary', href: `/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`, 'aria-label': `Open ${label} in the viewer` }, 'Open'),
       h('button', { type: 'button', onclick: () => download(uid, label), 'aria-label': `Download ${label}` }, 'Download'),
+      h('button', { type: 'button', onclick: () => attachmentsDialog(uid, label, can('store')), 'aria-label': `Reports of ${label}` }, 'Reports'),
       can('share') ? h('button', { type: 'button', onclick: () => shareDialog(uid, label), 'aria-label': `Share ${label}` }, 'Share') : null,
+      can('send') ? h('button', { type: 'button', onclick: () => sendDialog(uid, label), 'aria-label': `Send ${label}` }, 'Send') : null,
+      can('edit') ? h('button', { type: 'button', onclick: () => editDialog(uid, label, () => search(state.offset)), 'aria-label': `Edit ${label}` }, 'Edit') : null,
       can('delete') ? h('button', { type: 'button', class: 'danger', onclick: () => remove(uid, label), 'aria-label': `Delete ${label}` }, 'Delete') : null,
     ];
   }
 
   async function remove(uid, label) {
-    const sure = await confirmAction('Delete this study?', `${label} (${uid}) and all its images will be deleted for everyone. This cannot be undone.`);
+    const sure = await confirmAction('Delete this study?', `${label} (${uid}) and all its images will be deleted for everyone. Unless the server keeps deleted studies in its recycle bin, this cannot be undone.`);
     if (!sure) return;
     try {
       await api.request(`/dicomweb/studies/${encodeURIComponent(uid)}`, { method: 'DELETE' });
@@ -262,12 +268,7 @@ async function download(uid, label) {
       headers: { Accept: 'application/zip' },
       raw: true,
     });
-    const blob = await response.blob();
-    const link = h('a', { href: URL.createObjectURL(blob), download: `${uid}.zip` });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+    saveBlob(await response.blob(), `${uid}.zip`);
     announce(`Downloaded ${label}.`);
   } catch (error) {
     announce(`Download failed: ${error.message}`, 'error');
