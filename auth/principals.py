@@ -40,7 +40,15 @@ class Role(StrEnum):
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MANAGER: frozenset(
-        {Permission.READ, Permission.STORE, Permission.DELETE, Permission.EDIT, Permission.SHARE, Permission.SEND}
+        {
+            Permission.READ,
+            Permission.STORE,
+            Permission.DELETE,
+            Permission.EDIT,
+            Permission.SHARE,
+            Permission.SEND,
+            Permission.READ_NODES,  # to pick where to send a study
+        }
     ),
     Role.RADIOLOGIST: frozenset({Permission.READ, Permission.STORE, Permission.SHARE}),
     Role.REFERRING: frozenset({Permission.READ, Permission.SHARE}),

@@ -72,6 +72,7 @@ class Status:
     series: int
     instances: int
     bytes: int
+    recycle_days: int  # 0: deleted studies go at once; else they wait this long in the recycle bin
 
 
 @post(
@@ -128,7 +129,8 @@ async def revoke_token(request: Request[Any, Any, Any], token_id: Annotated[int,
 async def status(request: Request[Any, Any, Any]) -> Status:
     """Counts of what the archive holds, and the server version."""
     counts = await anyio.to_thread.run_sync(app_context(request).archive.index.counts)
-    return Status(version("webpacs"), counts.studies, counts.series, counts.instances, counts.bytes)
+    recycle_days = app_context(request).settings.recycle_days
+    return Status(version("webpacs"), counts.studies, counts.series, counts.instances, counts.bytes, recycle_days)
 
 
 @get(

@@ -6,8 +6,9 @@ thread sleeps 1 ms before each look at its DIMSE message queue (`Association._ru
 DIMSE exchange crosses them several times: on the bridge's side a C-ECHO on a new association paid
 about six of these sleeps, a C-FIND three or more, every C-STORE (and every sub-operation) one or two.
 
-`install()` keeps both loops and their 1 ms bound (timers, kill flags and release requests are seen as
-often as before) but ends each wait as soon as there is work:
+`install()` keeps both loops, each still bounded (timers, kill flags and release requests are still
+seen: the reactor's wait keeps pynetdicom's 1 ms, the DUL's is 10 ms), but ends each wait as soon as
+there is work:
 - the DUL waits in `select()` on its socket and on a wake-up socket that a primitive queued for
   sending, or a request to stop, pokes (`_PromptDUL`);
 - the association reactor's 1 ms sleep waits on its DIMSE message queue instead, and on requests to
@@ -59,7 +60,7 @@ def set_tcp_nodelay(event: Event) -> None:
 
 
 class _WakingQueue(queue.Queue[Any]):
-    """The DUL's queue of primitives to send: each put wakes the DUL from its idle wait."""
+    """The DUL's queue of primitives to send: a put into the empty queue wakes the DUL from its idle wait."""
 
     def __init__(self, wake: socket.socket) -> None:
         super().__init__()
@@ -76,7 +77,7 @@ class _WakingQueue(queue.Queue[Any]):
 
 
 class _PromptDUL(DULServiceProvider):
-    """pynetdicom's DUL, idling in `select()` (≤ 1 ms) on its socket and its wake-up socket."""
+    """pynetdicom's DUL, idling in `select()` (≤ 10 ms) on its socket and its wake-up socket."""
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)

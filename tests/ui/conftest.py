@@ -19,7 +19,7 @@ from ui_helpers import VIEWER_DIST, new_context, store
 
 # The bridge and DCMTK helpers of the bridge's own tests (tests/dimse_bridge is not a package).
 sys.path.append(str(Path(__file__).resolve().parents[1] / "dimse_bridge"))
-from dimse_helpers import RunningBridge, free_port, require_dcmtk, start_bridge, stop, wait_for_port  # noqa: E402
+from dimse_helpers import RunningBridge, free_port, require_dcmtk, start_bridge, stop, wait_for_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -78,12 +78,13 @@ def seeded(ui_server: LiveServer) -> Seeded:
     return Seeded(ui_server, studies)
 
 
-# A forwarding queue that moves within a test: the rule engine every second, short leases and retries.
+# A forwarding queue that moves within a test: the rule engine every second, short leases.
 OPERATIONS_ENV: Final = {
     "WEBPACS_RECYCLE_DAYS": "7",
-    "WEBPACS_FORWARD_BACKOFF": "2,2",
+    "WEBPACS_FORWARD_BACKOFF": "60,60",  # a failed job waits, showing its error, while a test looks at it
     "WEBPACS_FORWARD_LEASE_SECONDS": "5",
     "WEBPACS_FORWARD_INTERVAL_SECONDS": "1",
+    "WEBPACS_RETENTION_INTERVAL_SECONDS": "0",  # the retention page's dry run only: nothing deleted by schedule
 }
 STORESCP_AE: Final = "STORESCP"
 
@@ -119,6 +120,8 @@ def operations(live_servers: ServerFactory, tmp_path_factory: pytest.TempPathFac
         "noether": study_of("NOETHER^EMMY", "OPS-EMMY", "20180101", modality="MR"),
         "franklin": study_of("FRANKLIN^ROSALIND", "OPS-ROSALIND", "19990101", instances=1),
         "meitner": study_of("MEITNER^LISE", "OPS-LISE", "20200202", instances=1),
+        "pauling": study_of("PAULING^LINUS", "OPS-LINUS", "20150505", modality="MR", instances=1),
+        "pauling-tmp": study_of("PAULING^L", "OPS-LINUS-TMP", "20160606", modality="MR", instances=1),
     }
     with server.client() as client:
         for spec in studies.values():

@@ -19,8 +19,18 @@ ROWS = "table.studies tbody tr"
 # the metadata carries a value inline, so that the UI reads it from its BulkDataURI.
 PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
-    + b"%" + b"x" * 2000 + b"\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+    + b"%"
+    + b"x" * 2000
+    + b"\ntrailer<</Root 1 0 R>>\n%%EOF\n"
 )
+
+
+# Keeps every Blob the page turns into a URL, to read back what a new tab was given.
+KEEP_BLOBS = """
+window.__blobs = [];
+const createObjectURL = URL.createObjectURL;
+URL.createObjectURL = blob => { window.__blobs.push(blob); return createObjectURL(blob); };
+"""
 
 
 def study_row(page: Page, operations: Operations, patient_id: str) -> Locator:
@@ -50,6 +60,7 @@ class TestSendToNode:
 
 class TestReports:
     def test_a_pdf_and_a_text_report_are_attached_listed_and_opened(self, page: Page, operations: Operations) -> None:
+        page.add_init_script(KEEP_BLOBS)
         row = study_row(page, operations, "OPS-EMMY")
         row.get_by_role("button", name="Reports").click()
         dialog = page.get_by_role("dialog")
@@ -74,23 +85,26 @@ class TestReports:
             dialog.get_by_role("button", name="Open Referral letter").click()
         tab = opened.value
         assert tab.url.startswith("blob:"), tab.url
-        # The blob URL belongs to the page that made it: read the bytes back there.
-        pdf = page.evaluate("async url => Array.from(new Uint8Array(await (await fetch(url)).arrayBuffer()))", tab.url)
+        pdf = page.evaluate("async () => Array.from(new Uint8Array(await window.__blobs.at(-1).arrayBuffer()))")
         assert bytes(pdf).rstrip(b"\0") == PDF
 
 
 class TestEditing:
-    def test_a_changed_description_is_written_and_the_study_list_shows_it(self, page: Page, operations: Operations) -> None:
+    def test_a_changed_description_is_written_and_the_study_list_shows_it(
+        self, page: Page, operations: Operations
+    ) -> None:
         row = study_row(page, operations, "OPS-ROSALIND")
         row.get_by_role("button", name="Edit").click()
         dialog = page.get_by_role("dialog")
-        expect(dialog.get_by_label("Patient ID")).to_have_value("OPS-ROSALIND")
-        dialog.get_by_label("Description").fill("DNA X-RAY DIFFRACTION")
+        expect(dialog.get_by_label("Patient ID", exact=True)).to_have_value("OPS-ROSALIND")
+        dialog.get_by_label("Description", exact=True).fill("DNA X-RAY DIFFRACTION")
         dialog.get_by_role("button", name="Save changes").click()
         expect(page.get_by_role("dialog")).to_have_count(0)
         expect(page.locator(ROWS).first.locator("td[data-label='Description']")).to_have_text("DNA X-RAY DIFFRACTION")
 
-    def test_a_series_moved_to_another_study_changes_both_studies_counts(self, page: Page, operations: Operations) -> None:
+    def test_a_series_moved_to_another_study_changes_both_studies_counts(
+        self, page: Page, operations: Operations
+    ) -> None:
         target = operations.studies["curie"].study_uid
         row = study_row(page, operations, "OPS-LISE")
         row.get_by_role("button", name="Edit").click()
@@ -99,6 +113,7 @@ class TestEditing:
         dialog.get_by_role("button", name="Move series 1").click()
         expect(page.locator("#status-line")).to_contain_text("Moved series")
         dialog.get_by_role("button", name="Cancel").click()
+        expect(page.locator("dialog")).to_have_count(0)
         # The moved study was the source's only series: the source is gone, the target has one more image.
         page.get_by_label("Patient ID", exact=True).fill("OPS-MARIE")
         page.get_by_role("button", name="Search", exact=True).click()

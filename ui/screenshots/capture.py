@@ -2,8 +2,8 @@
 
     .venv/bin/python ui/screenshots/capture.py
 
-Writes study-list.png, upload.png, share.png, viewer.png, users.png, share-landing.png and
-tablet.png beside this file, on pydicom's bundled sample images.
+Writes study-list.png, upload.png, share.png, reports.png, viewer.png, users.png, forwarding.png,
+share-landing.png and tablet.png beside this file, on pydicom's bundled sample images.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def main() -> int:
         try:
             with server.client() as client:
                 store(client, samples())
+                node = {"ae_title": "READING1", "host": "10.0.0.21", "port": 104, "description": "reading room"}
+                client.post("/api/dicom-nodes", json=node).raise_for_status()
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path="/usr/bin/chromium",
@@ -84,6 +86,16 @@ def main() -> int:
                 link = dialog.get_by_label("Share link").input_value()
                 shot(page, "share")
                 page.keyboard.press("Escape")
+                page.get_by_role("button", name="Reports").first.click()
+                dialog = page.get_by_role("dialog")
+                dialog.get_by_label("Title").fill("MR brain report")
+                dialog.get_by_label("Status").select_option("final")
+                dialog.get_by_label("Or a text report").fill("No acute intracranial findings.")
+                dialog.get_by_role("button", name="Attach").click()
+                dialog.get_by_role("button", name="Open MR brain report").click()
+                dialog.locator("article.report").wait_for()
+                shot(page, "reports")
+                page.keyboard.press("Escape")
                 page.get_by_role("link", name="Users").click()
                 page.get_by_label("User name").fill("dr.welby")
                 page.get_by_label("Password").fill("a long passphrase")
@@ -92,6 +104,16 @@ def main() -> int:
                 page.get_by_role("button", name="Create user").click()
                 page.locator("tr", has_text="dr.welby").wait_for()
                 shot(page, "users")
+                page.get_by_role("link", name="Forwarding").click()
+                rule = page.locator("form.rule-form")
+                rule.get_by_label("Rule name").fill("ct-to-reading-room")
+                rule.get_by_label("Trigger").select_option("stable")
+                rule.get_by_label("To DICOM node (AE title)").fill("READING1")
+                rule.get_by_label("Modalities").fill("CT")
+                rule.get_by_label("Institutions").fill("ST. MARY*")
+                rule.get_by_role("button", name="Add rule").click()
+                page.locator("tr", has_text="ct-to-reading-room").wait_for()
+                shot(page, "forwarding")
                 page.get_by_role("link", name="Studies").click()
                 page.get_by_label("Patient ID", exact=True).fill("PID-0001")
                 page.get_by_role("button", name="Search", exact=True).click()

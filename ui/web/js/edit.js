@@ -25,12 +25,12 @@ function raw(dataset, keyword) {
   return typeof value === 'object' && 'Alphabetic' in value ? value.Alphabetic : String(value);
 }
 
-function control(keyword, label, placeholder, value) {
+function control(keyword, placeholder, value) {
   if (keyword === 'PatientSex') {
     return h('select', { name: keyword }, SEXES.map(([code, text]) => h('option', { value: code, selected: code === value }, text)));
   }
   if (keyword === 'PatientBirthDate') return h('input', { name: keyword, type: 'date', value: formatDate(value) });
-  return h('input', { name: keyword, value, placeholder, 'aria-label': label });
+  return h('input', { name: keyword, value, placeholder });
 }
 
 /** The edit dialog of study `uid`; `changed()` runs after a successful change. */
@@ -44,7 +44,7 @@ export async function editDialog(uid, label, changed) {
   await dialog(`Edit ${label}`, close => {
     const problem = h('p', { class: 'error', role: 'alert' });
     const before = Object.fromEntries(EDITABLE.map(([keyword]) => [keyword, raw(study, keyword)]));
-    const inputs = Object.fromEntries(EDITABLE.map(([keyword, text, hint]) => [keyword, control(keyword, text, hint, before[keyword])]));
+    const inputs = Object.fromEntries(EDITABLE.map(([keyword, , hint]) => [keyword, control(keyword, hint, before[keyword])]));
     const save = async event => {
       event.preventDefault();
       problem.textContent = '';
