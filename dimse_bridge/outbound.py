@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 from pynetdicom.status import code_to_category
 
@@ -42,6 +42,7 @@ from dimse_bridge.handlers.retrieve import (
     send_as_stored,
     wado_paths,
 )
+from dimse_bridge.latency import set_tcp_nodelay
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -297,7 +298,8 @@ class OutboundDelivery:
         ae.network_timeout = settings.network_timeout
         ae.connection_timeout = settings.acse_timeout
         ae.requested_contexts = requested_contexts(refs)
-        assoc = ae.associate(host, port, ae_title=ae_title)
+        # No Nagle: each C-STORE-RQ would otherwise wait on the peer's delayed ACK (dimse_bridge/latency.py).
+        assoc = ae.associate(host, port, ae_title=ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)])
         if not assoc.is_established:
             outcome = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
             raise DeliveryFailed(f"association with AE {ae_title} at {host}:{port} {outcome}")

@@ -123,6 +123,7 @@ class Bridge:
 
     def start(self) -> None:
         """Listen in background threads; returns once the port is bound."""
+        self.batcher.start()
         self._server = self.ae.start_server(
             (self.settings.bind_host, self.settings.port), block=False, evt_handlers=self._handlers()
         )
@@ -138,13 +139,14 @@ class Bridge:
             self.outbound.start()
 
     def stop(self) -> None:
-        """Stop listening and end the associations (a C-STORE being stored finishes its STOW-RS first)."""
+        """Stop listening, end the associations, flush pending STOW-RS requests."""
         if self._server is not None:
             self._server.shutdown()
             self._server = None
         self.ae.shutdown()
         if self.outbound is not None:
             self.outbound.stop()
+        self.batcher.stop()
         self.client.close()
 
 

@@ -11,15 +11,15 @@ association thread waiting for its own instance's verdict before it answers.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
+from dimse_bridge.source_ae import stamp_source_ae
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event
@@ -123,15 +123,13 @@ class _Pending:
 
 
 class StowBatcher:
-    """Group commit of received instances into STOW-RS requests, sent by the association threads.
+    """Group commit of received instances into STOW-RS requests.
 
     `store()` blocks the calling association thread until the server has answered for its
     instance, so a C-STORE success is never sent before the archive has the bytes durably.
-    There is no sender thread: an association thread whose instance is queued sends a request
-    itself when fewer than `concurrency` are in flight, taking every instance queued at that moment
-    (up to `max_instances` / `max_bytes`), its own first or others'; the others wait for their
-    verdict. A lone association thus posts its own instance with no hand-off to another thread
-    (each costs a scheduling delay on a busy machine), and concurrent ones share requests.
+    Up to `concurrency` requests are in flight; each takes every instance queued at that moment
+    (up to `max_instances` / `max_bytes`), so a lone association pays one request per instance
+    and many concurrent ones share requests.
     """
 
     def __init__(
@@ -143,57 +141,59 @@ class StowBatcher:
         concurrency: int,
         wait_timeout: float,
     ) -> None:
-        """Nothing is sent until `store()` is called."""
+        """Prepare the queue; `start()` launches the sender threads."""
         self._client = client
         self._max_instances = max_instances
         self._max_bytes = max_bytes
-        self._concurrency = concurrency
         self._wait_timeout = wait_timeout
-        self._turns = threading.Condition()
-        self._queued: deque[_Pending] = deque()
-        self._in_flight = 0
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"stow-sender-{n}", daemon=True) for n in range(concurrency)
+        ]
+
+    def start(self) -> None:
+        """Start the sender threads."""
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Let the senders finish what is queued, then end them."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=self._wait_timeout)
 
     def store(self, path: Path, sop_instance_uid: str) -> int:
         """STOW-RS the Part-10 file at `path`; return the C-STORE status for it."""
         pending = _Pending(path, sop_instance_uid, path.stat().st_size)
-        deadline = time.monotonic() + self._wait_timeout
-        with self._turns:
-            self._queued.append(pending)
+        self._queue.put(pending)
+        if not pending.done.wait(self._wait_timeout):
+            _LOG.warning("no STOW-RS answer for %s within %.0f s", sop_instance_uid, self._wait_timeout)
+            return StoreStatus.REFUSED_OUT_OF_RESOURCES
+        return pending.status
+
+    def _run(self) -> None:
         while True:
-            with self._turns:
-                while not pending.done.is_set() and (self._in_flight >= self._concurrency or not self._queued):
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not self._turns.wait(left):
-                        return self._give_up(pending)
-                if pending.done.is_set():
-                    return pending.status
-                batch = self._take()
-                self._in_flight += 1
-            try:
-                self._send(batch)
-            finally:
-                with self._turns:
-                    self._in_flight -= 1
-                    self._turns.notify_all()
-
-    def _take(self) -> list[_Pending]:
-        """The oldest queued instances that fit one request (at least one); call holding `_turns`."""
-        batch = [self._queued.popleft()]
-        size = batch[0].size
-        while self._queued and len(batch) < self._max_instances and size + self._queued[0].size <= self._max_bytes:
-            size += self._queued[0].size
-            batch.append(self._queued.popleft())
-        return batch
-
-    def _give_up(self, pending: _Pending) -> int:
-        """No verdict within the wait timeout; call holding `_turns`."""
-        if pending.done.is_set():
-            return pending.status
-        if pending in self._queued:
-            # Never sent: take it back, so nothing is stored that was answered as refused.
-            self._queued.remove(pending)
-        _LOG.warning("no STOW-RS answer for %s within %.0f s", pending.sop_instance_uid, self._wait_timeout)
-        return StoreStatus.REFUSED_OUT_OF_RESOURCES
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            size = first.size
+            while len(batch) < self._max_instances:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    # Keep the stop signal for this thread's next turn, after this batch is sent.
+                    self._queue.put(None)
+                    break
+                if size + more.size > self._max_bytes:
+                    self._send([more])
+                    continue
+                batch.append(more)
+                size += more.size
+            self._send(batch)
 
     def _send(self, batch: list[_Pending]) -> None:
         try:
@@ -230,6 +230,9 @@ def handle_store(event: Event, batcher: StowBatcher, registry: NodeRegistry, act
         return StoreStatus.REFUSED_NOT_AUTHORIZED
     # pynetdicom spooled the data set, exactly as received, into a Part-10 file whose meta names
     # the negotiated transfer syntax (_config.STORE_RECV_CHUNKED_DATASET), and deletes it after.
+    # The calling AE goes into the File Meta's Source AE Title, where the archive's forwarding rules
+    # and ingest-compression policy look for who sent an instance.
+    stamp_source_ae(event.dataset_path, event.assoc.requestor.ae_title)
     status = batcher.store(event.dataset_path, str(event.file_meta.MediaStorageSOPInstanceUID))
     activity.count("C-STORE ok" if status == 0 or 0xB000 <= status <= 0xBFFF else "C-STORE failed")
     return status

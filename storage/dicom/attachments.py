@@ -111,7 +111,8 @@ def _base(study: Dataset, info: AttachmentInfo, sop_class_uid: str, modality: st
     ds.InstanceNumber = 1
     ds.Manufacturer = _MANUFACTURER
     ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    # Microseconds: two reports attached within one second still sort in the order they were made.
+    ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S.%f")
     ds.VerificationFlag = info.status.verification_flag
     if info.status is ReportStatus.FINAL:
         observer = Dataset()

@@ -195,6 +195,29 @@ class TestToDicomNode:
         # Stored before the matching study, so already matched: no job for the other source's study.
         assert jobs_of(api, str(pydicom.dcmread(other[0]).StudyInstanceUID)) == []
 
+    def test_a_rule_on_the_calling_ae_forwards_what_a_modality_sent_by_c_store(
+        self, api: httpx.Client, bridge: RunningBridge, storescp: tuple[int, Path], tmp_path: Path
+    ) -> None:
+        port, received = storescp
+        register(api, "STORESCP", port)
+        rule = {
+            "name": "from-ct",
+            "trigger": "stored",
+            "ae_title": "STORESCP",
+            "conditions": {"calling_ae": ["CT_ROOM_2"]},
+        }
+        assert api.post("/api/forwarding-rules", json=rule).status_code == 201
+        # The files' own meta names another writer: the bridge records who called it instead.
+        sent = make_study(tmp_path, 2, source_ae="WORKSTATION")
+        subprocess.run(
+            ["storescu", "-aet", "CT_ROOM_2", "-aec", bridge.ae_title, "127.0.0.1", str(bridge.port), *map(str, sent)],
+            check=True,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        wait_for("both instances at storescp", lambda: len(list(received.iterdir())) == len(sent))
+        assert received_uids(received) == {str(pydicom.dcmread(p).SOPInstanceUID) for p in sent}
+
     def test_a_job_to_a_node_that_is_down_is_retried_and_delivered_once_it_is_back(
         self, archive: LiveServer, api: httpx.Client, bridge: RunningBridge, tmp_path: Path
     ) -> None:

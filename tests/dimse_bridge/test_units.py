@@ -284,6 +284,7 @@ class TestGroupCommit:
             return httpx.Response(202, json=_stow_body([u for u in uids if u != "1.3"], {"1.3": 0xA900}))
 
         batcher = StowBatcher(_client(handler), max_instances=32, max_bytes=1 << 20, concurrency=1, wait_timeout=10)
+        batcher.start()
         statuses: dict[str, int] = {}
 
         def send(n: int) -> None:
@@ -298,49 +299,14 @@ class TestGroupCommit:
         others = [threading.Thread(target=send, args=(n,)) for n in range(1, 6)]
         for thread in others:
             thread.start()
-        while len(batcher._queued) < 5:  # wait until all five are queued behind the first
+        while batcher._queue.qsize() < 5:  # wait until all five are queued behind the first
             threading.Event().wait(0.01)
         release.set()
         for thread in [first, *others]:
             thread.join(10)
+        batcher.stop()
         assert requests == [1, 5]
         assert statuses == {"1.0": 0, "1.1": 0, "1.2": 0, "1.3": 0xA900, "1.4": 0, "1.5": 0}
-
-    def test_a_lone_association_posts_from_its_own_thread(self, tmp_path: Path) -> None:
-        senders: list[threading.Thread] = []
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            senders.append(threading.current_thread())
-            return httpx.Response(200, json=_stow_body(["1.1"], {}))
-
-        batcher = StowBatcher(_client(handler), max_instances=32, max_bytes=1 << 20, concurrency=4, wait_timeout=10)
-        path = tmp_path / "a.dcm"
-        path.write_bytes(b"uid-1.1")
-        assert batcher.store(path, "1.1") == 0x0000
-        assert senders == [threading.current_thread()]
-
-    def test_no_answer_in_time_is_refused_and_the_instance_is_never_sent(self, tmp_path: Path) -> None:
-        release = threading.Event()
-        sent: list[bytes] = []
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            sent.append(request.read())
-            release.wait(10)
-            return httpx.Response(200, json=_stow_body(["1.1"], {}))
-
-        batcher = StowBatcher(_client(handler), max_instances=32, max_bytes=1 << 20, concurrency=1, wait_timeout=0.5)
-        first, second = tmp_path / "1.dcm", tmp_path / "2.dcm"
-        first.write_bytes(b"uid-1.1")
-        second.write_bytes(b"uid-1.2")
-        blocker = threading.Thread(target=batcher.store, args=(first, "1.1"))
-        blocker.start()
-        while not sent:
-            threading.Event().wait(0.01)
-        assert batcher.store(second, "1.2") == StoreStatus.REFUSED_OUT_OF_RESOURCES
-        release.set()
-        blocker.join(10)
-        assert len(sent) == 1
-        assert not batcher._queued
 
     def test_rejected_batch_is_retried_one_by_one(self, tmp_path: Path) -> None:
         sizes: list[int] = []
