@@ -16,10 +16,11 @@ from litestar.middleware import ASGIMiddleware
 
 from auth.audit import Action, AuditRecord, Outcome
 from auth.principals import Principal
+from dicomweb.response_status import call_with_status
 
 if TYPE_CHECKING:
     from litestar import Request
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
     from dicomweb.context import AppContext
 
@@ -89,25 +90,13 @@ class AuditTrail(ASGIMiddleware):
     scopes = ("http",)  # type: ignore[assignment]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        """Wrap `send` to learn the status, then record."""
+        """Run the request, then record it with the status it got."""
         action = _action(str(scope.get("method", "")), str(scope.get("path", "")))
         if action is None:
             await next_app(scope, receive, send)
             return
-        status = 500
 
-        async def send_audited(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await next_app(scope, receive, send_audited)
-        except Exception as exc:
-            status = getattr(exc, "status_code", 500)  # answered by Litestar's exception handling
-            raise
-        finally:
+        def record(status: int) -> None:
             kind, name = _actor(scope.get("user"))
             context: AppContext = scope["app"].state.context
             context.access.audit.record(
@@ -121,6 +110,8 @@ class AuditTrail(ASGIMiddleware):
                     detail=f"{scope.get('method')} {scope.get('path')} {status}",
                 )
             )
+
+        await call_with_status(next_app, scope, receive, send, record)
 
 
 def audit(

@@ -39,12 +39,13 @@ from sqlalchemy import column, func, inspect, select, table
 
 from auth.principals import Permission
 from dicomweb.openapi import problems
+from dicomweb.response_status import call_with_status
 from dicomweb.security import require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, Receive, Scope, Send
 
     from dicomweb.context import AppContext
     from dicomweb.settings import Settings
@@ -112,25 +113,15 @@ class _Counting(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         started = time.perf_counter()
-        status = 500
 
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await next_app(scope, receive, send_counted)
-        except Exception as exc:
-            status = getattr(exc, "status_code", 500)  # answered by Litestar's exception handling
-            raise
-        finally:
+        def count(status: int) -> None:
             # The route's template, never the path: a label per study UID would grow without bound.
             route = str(scope.get("path_template") or _UNROUTED)
             method = str(scope.get("method", ""))
             self._metrics.requests.labels(route, method, str(status)).inc()
             self._metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+
+        await call_with_status(next_app, scope, receive, send, count)
 
 
 class _ArchiveCollector:
