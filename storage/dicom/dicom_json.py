@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final
 
+from pydicom.dataelem import RawDataElement
+
+from storage.dicom.raw_json import raw_element_json
 from storage.dicom.records import BULK_BASE
 
 if TYPE_CHECKING:
@@ -33,8 +36,18 @@ def dataset_json(dataset: Dataset, uids: tuple[str, str, str]) -> dict[int, Dico
         uids: (study, series, SOP instance) UIDs, for the BulkDataURIs.
     """
     result: dict[int, DicomJson] = {}
-    for element in dataset:
-        tag = int(element.tag)
+    for stored in dataset.elements():
+        tag = int(stored.tag)
+        if isinstance(stored, RawDataElement):
+            # A UN element may turn out to be text once pydicom looks its tag up: not decided here.
+            big = stored.value is not None and len(stored.value) > BULK_DATA_THRESHOLD
+            if big and stored.VR in _BULK_VRS and stored.VR != "UN":
+                result[tag] = {"vr": stored.VR, "BulkDataURI": bulk_data_uri(*uids, tag)}
+                continue
+            if (fast := raw_element_json(stored)) is not None:
+                result[tag] = fast
+                continue
+        element = dataset[tag]
         if element.VR in _BULK_VRS and _value_length(element) > BULK_DATA_THRESHOLD:
             result[tag] = {"vr": element.VR, "BulkDataURI": bulk_data_uri(*uids, tag)}
         elif (converted := element_json(element)) is not None:
