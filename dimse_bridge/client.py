@@ -7,13 +7,17 @@ so connections are kept alive and reused instead of one TCP handshake per DIMSE 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
+from dimse_bridge.stow_connection import StowConnection
 from storage.dicom.multipart import MultipartReader, MultipartWriter, multipart_boundary
 from storage.dicom.store_response import (
     FAILED_SOP_SEQUENCE,
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from dimse_bridge.settings import BridgeSettings
+    from dimse_bridge.stow_connection import Part10
 
 __all__ = [
     "BridgeError",
@@ -124,9 +129,18 @@ class DicomWebClient:
             transport=transport or httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]),
         )
 
+        self._settings = settings
+        # STOW-RS goes over plain http.client connections, one per sending thread (stow_connection.py).
+        self._stow = threading.local()
+        self._stow_connections: list[StowConnection] = []
+        self._stow_lock = threading.Lock()
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._http.close()
+        with self._stow_lock:
+            for connection in self._stow_connections:
+                connection.close()
 
     def _request(
         self,
@@ -153,18 +167,34 @@ class DicomWebClient:
                 response.text[:500],
             )
 
-    def store_instances(self, files: Sequence[Path]) -> StowResult:
-        """STOW-RS the Part-10 files in one `multipart/related` request, streamed from disk.
+    def store_instances(self, instances: Sequence[Part10]) -> StowResult:
+        """STOW-RS the Part-10 instances in one `multipart/related` request, streamed from disk.
 
         Raises:
             ServerUnreachable: see the class.
             DicomWebError: any error status but 409 (which lists per-instance failures).
         """
-        headers, body = stow_request(files)
-        response = self._request("POST", "/dicomweb/studies", headers=headers, content=body)
+        url = f"{self._base}/dicomweb/studies"
+        try:
+            status, body = self._stow_connection().post(instances)
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise  # a spooled file vanished: the bridge's fault, not the server's
+            raise ServerUnreachable(f"POST {url}: {exc!r}") from exc
         # PS3.18 §10.5.3: 409 means none stored, and its body still says why for each instance.
-        self._raise_for_status(response, allowed=(409,))
-        return StowResult(response.status_code, parse_stow_response(response))
+        if status >= 400 and status != 409:
+            raise DicomWebError("POST", url, status, body[:500].decode(errors="replace"))
+        return StowResult(status, parse_stow_response(body))
+
+    def _stow_connection(self) -> StowConnection:
+        connection: StowConnection | None = getattr(self._stow, "connection", None)
+        if connection is None:
+            settings = self._settings
+            connection = StowConnection(settings.server_url, settings.token, settings.http_timeout)
+            self._stow.connection = connection
+            with self._stow_lock:
+                self._stow_connections.append(connection)
+        return connection
 
     def search(self, path: str, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """QIDO-RS `/dicomweb{path}`, paging with limit/offset; yields DICOM JSON objects.
@@ -270,11 +300,14 @@ def stow_request(files: Sequence[Path]) -> tuple[dict[str, str], Iterator[bytes]
     return headers, body()
 
 
-def parse_stow_response(response: httpx.Response) -> dict[str, StoredInstance]:
-    """The verdict per SOP Instance UID of a STOW-RS response (PS3.18 §10.5.3)."""
-    if not response.content:
+def parse_stow_response(content: bytes) -> dict[str, StoredInstance]:
+    """The verdict per SOP Instance UID of a STOW-RS response body (PS3.18 §10.5.3)."""
+    if not content:
         return {}
-    body = response.json()
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return {}  # not DICOM JSON: no instance is confirmed, so none counts as stored
     verdicts: dict[str, StoredInstance] = {}
     for item in _items(body, FAILED_SOP_SEQUENCE):
         uid = _first(item, REFERENCED_SOP_INSTANCE_UID)

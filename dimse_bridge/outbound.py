@@ -365,7 +365,7 @@ class OutboundDelivery:
             # PS3.18 §10.5.3: 200 all stored, 202 some, 409 none (with reasons per instance).
             if response.status_code >= 400 and response.status_code != 409:
                 raise DeliveryFailed(f"STOW-RS {url}: HTTP {response.status_code}: {response.text[:300]}")
-            verdicts = parse_stow_response(response)
+            verdicts = parse_stow_response(response.content)
             for uid, _ in batch:
                 verdict = verdicts.get(uid)
                 if verdict is not None and verdict.stored:

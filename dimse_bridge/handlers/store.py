@@ -15,13 +15,14 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from enum import IntEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from dimse_bridge.client import BridgeError, DicomWebError, ServerUnreachable
-from dimse_bridge.source_ae import stamp_source_ae
+from dimse_bridge.source_ae import NotPart10Error, with_source_ae
+from dimse_bridge.stow_connection import Part10
 
 if TYPE_CHECKING:
+    from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.events import Event
 
     from dimse_bridge.activity import ActivityLog
@@ -115,7 +116,7 @@ def status_for_http_error(error: BridgeError) -> int:
 
 @dataclass(eq=False, slots=True)
 class _Pending:
-    path: Path
+    part: Part10
     sop_instance_uid: str
     size: int
     done: threading.Event = field(default_factory=threading.Event)
@@ -163,9 +164,9 @@ class StowBatcher:
         for thread in self._threads:
             thread.join(timeout=self._wait_timeout)
 
-    def store(self, path: Path, sop_instance_uid: str) -> int:
-        """STOW-RS the Part-10 file at `path`; return the C-STORE status for it."""
-        pending = _Pending(path, sop_instance_uid, path.stat().st_size)
+    def store(self, part: Part10, sop_instance_uid: str) -> int:
+        """STOW-RS the Part-10 instance; return the C-STORE status for it."""
+        pending = _Pending(part, sop_instance_uid, part.size())
         self._queue.put(pending)
         if not pending.done.wait(self._wait_timeout):
             _LOG.warning("no STOW-RS answer for %s within %.0f s", sop_instance_uid, self._wait_timeout)
@@ -198,7 +199,7 @@ class StowBatcher:
     def _send(self, batch: list[_Pending]) -> None:
         try:
             try:
-                result = self._client.store_instances([p.path for p in batch])
+                result = self._client.store_instances([p.part for p in batch])
             except DicomWebError as exc:
                 if exc.status_code in (400, 415) and len(batch) > 1:
                     # One unreadable instance must not fail the others that shared its request.
@@ -232,7 +233,13 @@ def handle_store(event: Event, batcher: StowBatcher, registry: NodeRegistry, act
     # the negotiated transfer syntax (_config.STORE_RECV_CHUNKED_DATASET), and deletes it after.
     # The calling AE goes into the File Meta's Source AE Title, where the archive's forwarding rules
     # and ingest-compression policy look for who sent an instance.
-    stamp_source_ae(event.dataset_path, event.assoc.requestor.ae_title)
-    status = batcher.store(event.dataset_path, str(event.file_meta.MediaStorageSOPInstanceUID))
+    try:
+        part = with_source_ae(event.dataset_path, event.assoc.requestor.ae_title)
+    except (NotPart10Error, OSError) as exc:
+        _LOG.warning("C-STORE: the spooled data set cannot be read: %s", exc)
+        activity.count("C-STORE failed")
+        return StoreStatus.PROCESSING_FAILURE
+    request = cast("C_STORE", event.request)
+    status = batcher.store(part, str(request.AffectedSOPInstanceUID))
     activity.count("C-STORE ok" if status == 0 or 0xB000 <= status <= 0xBFFF else "C-STORE failed")
     return status

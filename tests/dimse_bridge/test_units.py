@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import types
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -27,9 +28,10 @@ from dimse_bridge.handlers.store import StoreStatus, StowBatcher, status_for_htt
 from dimse_bridge.registry import NodeRegistry
 from dimse_bridge.server import screen_association_request
 from dimse_bridge.settings import BridgeSettings, SettingsError
+from dimse_bridge.stow_connection import Part10
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -133,8 +135,54 @@ def _stow_body(stored: list[str], failed: dict[str, int]) -> dict[str, object]:
     }
 
 
+class _HandlerServer(ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1 answering with `handler`, for the client's http.client STOW-RS path."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+        class Answer(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                url = f"http://127.0.0.1{self.path}"
+                response = handler(httpx.Request(self.command, url, headers=dict(self.headers), content=body))
+                content = response.read()
+                self.send_response(response.status_code)
+                self.send_header("Content-Type", response.headers.get("content-type", "application/octet-stream"))
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        super().__init__(("127.0.0.1", 0), Answer)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+_SERVERS: list[_HandlerServer] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_handler_servers() -> Iterator[None]:
+    yield
+    while _SERVERS:
+        server = _SERVERS.pop()
+        server.shutdown()
+        server.server_close()
+
+
 def _client(handler: Callable[[httpx.Request], httpx.Response], **overrides: object) -> DicomWebClient:
-    return DicomWebClient(settings(**overrides), transport=httpx.MockTransport(handler))
+    """A client whose httpx calls go to `handler` in process and whose STOW-RS goes to it over HTTP."""
+    server = _HandlerServer(handler)
+    _SERVERS.append(server)
+    return DicomWebClient(settings(server_url=server.url, **overrides), transport=httpx.MockTransport(handler))
 
 
 class TestClient:
@@ -151,7 +199,7 @@ class TestClient:
             seen["length"] = int(request.headers["content-length"])
             return httpx.Response(202, json=_stow_body(["1.1"], {"1.2": 0xA900}))
 
-        result = _client(handler).store_instances(files)
+        result = _client(handler).store_instances([Part10(path) for path in files])
         assert seen["auth"] == "Bearer secret"
         assert str(seen["type"]).startswith('multipart/related; type="application/dicom"; boundary=')
         assert b"A" * 10 in seen["body"] and b"B" * 20 in seen["body"]  # type: ignore[operator]
@@ -161,7 +209,7 @@ class TestClient:
     def test_stow_409_is_a_result_not_an_error(self, tmp_path: Path) -> None:
         (tmp_path / "a.dcm").write_bytes(b"x")
         client = _client(lambda r: httpx.Response(409, json=_stow_body([], {"1.1": 0xC000})))
-        assert client.store_instances([tmp_path / "a.dcm"]).instances["1.1"] == StoredInstance(False, 0xC000)
+        assert client.store_instances([Part10(tmp_path / "a.dcm")]).instances["1.1"] == StoredInstance(False, 0xC000)
 
     def test_search_pages_until_a_short_page(self) -> None:
         offsets: list[str] = []
@@ -290,7 +338,7 @@ class TestGroupCommit:
         def send(n: int) -> None:
             path = tmp_path / f"{n}.dcm"
             path.write_bytes(f"uid-1.{n}".encode())
-            statuses[f"1.{n}"] = batcher.store(path, f"1.{n}")
+            statuses[f"1.{n}"] = batcher.store(Part10(path), f"1.{n}")
 
         first = threading.Thread(target=send, args=(0,))
         first.start()
@@ -326,7 +374,7 @@ class TestGroupCommit:
         bad.write_bytes(b"bad")
         from dimse_bridge.handlers.store import _Pending
 
-        pending = [_Pending(good, "1.1", 4), _Pending(bad, "1.2", 3)]
+        pending = [_Pending(Part10(good), "1.1", 4), _Pending(Part10(bad), "1.2", 3)]
         batcher._send(pending)  # drive one batch directly, no threads
         assert sizes == [2, 1, 1]
         assert [p.status for p in pending] == [0x0000, 0xC000]
