@@ -344,7 +344,7 @@ def _spool_parts(response: httpx.Response, directory: Path) -> Iterator[Path]:
     try:
         boundary = multipart_boundary(response.headers.get("content-type", ""))
         with MultipartReader(boundary, directory) as reader:
-            for chunk in response.iter_bytes(_CHUNK):
+            for chunk in response.iter_bytes():
                 ready.extend(part.path for part in reader.feed(chunk))
                 while ready:
                     yield ready.pop(0)
