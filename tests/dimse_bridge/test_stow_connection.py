@@ -3,11 +3,10 @@ the server closed while idle is replaced without the caller noticing."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 import pytest
+from local_http import Answer, LocalHttpServer
 
 from dimse_bridge.stow_connection import Part10, StowConnection
 
@@ -16,43 +15,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-class _Recorder(ThreadingHTTPServer):
-    """Answers every POST with 200 and the body's length; closes the connection after each answer
-    without announcing it when `hang_up` is set, as a server whose keep-alive timer ran out does."""
-
-    daemon_threads = True
-
-    def __init__(self, *, hang_up: bool) -> None:
-        self.bodies: list[bytes] = []
-        self.connections = 0
-        recorder = self
-
-        class Answer(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                recorder.connections += 1
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                recorder.bodies.append(body)
-                answer = str(len(body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-                self.close_connection = hang_up
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet."""
-
-        super().__init__(("127.0.0.1", 0), Answer)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+def _length(path: str, headers: dict[str, str], body: bytes) -> Answer:
+    return 200, "text/plain", str(len(body)).encode()
 
 
 @pytest.fixture
@@ -63,24 +27,23 @@ def files(tmp_path: Path) -> list[Path]:
     return paths
 
 
-def _server(hang_up: bool) -> Iterator[_Recorder]:
-    server = _Recorder(hang_up=hang_up)
+def _server(hang_up: bool) -> Iterator[LocalHttpServer]:
+    server = LocalHttpServer(_length, hang_up=hang_up)
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 @pytest.fixture
-def keep_alive() -> Iterator[_Recorder]:
+def keep_alive() -> Iterator[LocalHttpServer]:
     yield from _server(hang_up=False)
 
 
 @pytest.fixture
-def hanging_up() -> Iterator[_Recorder]:
+def hanging_up() -> Iterator[LocalHttpServer]:
     yield from _server(hang_up=True)
 
 
-def test_heads_and_files_from_their_offsets_make_the_body(keep_alive: _Recorder, files: list[Path]) -> None:
+def test_heads_and_files_from_their_offsets_make_the_body(keep_alive: LocalHttpServer, files: list[Path]) -> None:
     connection = StowConnection(keep_alive.url, "secret", timeout=10)
     parts = [Part10(files[0], b"NEW-META", offset=8), Part10(files[1])]
     status, answer = connection.post(parts)
@@ -92,7 +55,7 @@ def test_heads_and_files_from_their_offsets_make_the_body(keep_alive: _Recorder,
     connection.close()
 
 
-def test_a_kept_alive_connection_serves_many_requests(keep_alive: _Recorder, files: list[Path]) -> None:
+def test_a_kept_alive_connection_serves_many_requests(keep_alive: LocalHttpServer, files: list[Path]) -> None:
     connection = StowConnection(keep_alive.url, "secret", timeout=10)
     for _ in range(3):
         assert connection.post([Part10(files[1])])[0] == 200
@@ -100,7 +63,7 @@ def test_a_kept_alive_connection_serves_many_requests(keep_alive: _Recorder, fil
     connection.close()
 
 
-def test_a_connection_the_server_closed_is_replaced(hanging_up: _Recorder, files: list[Path]) -> None:
+def test_a_connection_the_server_closed_is_replaced(hanging_up: LocalHttpServer, files: list[Path]) -> None:
     connection = StowConnection(hanging_up.url, "secret", timeout=10)
     for _ in range(3):
         assert connection.post([Part10(files[0])])[0] == 200
@@ -110,9 +73,8 @@ def test_a_connection_the_server_closed_is_replaced(hanging_up: _Recorder, files
 
 
 def test_no_server_is_an_os_error(files: list[Path]) -> None:
-    server = _Recorder(hang_up=False)
+    server = LocalHttpServer(_length)
     url = server.url
-    server.shutdown()
-    server.server_close()
+    server.stop()
     with pytest.raises(OSError, match="refused"):
         StowConnection(url, "secret", timeout=5).post([Part10(files[0])])

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from local_http import Answer, LocalHttpServer
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -135,52 +135,30 @@ def _stow_body(stored: list[str], failed: dict[str, int]) -> dict[str, object]:
     }
 
 
-class _HandlerServer(ThreadingHTTPServer):
-    """A real HTTP server on 127.0.0.1 answering with `handler`, for the client's http.client STOW-RS path."""
+def _serve(handler: Callable[[httpx.Request], httpx.Response]) -> LocalHttpServer:
+    """A real HTTP server answering with `handler`, for the client's http.client STOW-RS path."""
 
-    daemon_threads = True
+    def respond(path: str, headers: dict[str, str], body: bytes) -> Answer:
+        response = handler(httpx.Request("POST", f"http://127.0.0.1{path}", headers=headers, content=body))
+        content = response.read()
+        return response.status_code, response.headers.get("content-type", "application/octet-stream"), content
 
-    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
-        class Answer(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                url = f"http://127.0.0.1{self.path}"
-                response = handler(httpx.Request(self.command, url, headers=dict(self.headers), content=body))
-                content = response.read()
-                self.send_response(response.status_code)
-                self.send_header("Content-Type", response.headers.get("content-type", "application/octet-stream"))
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet."""
-
-        super().__init__(("127.0.0.1", 0), Answer)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+    return LocalHttpServer(respond)
 
 
-_SERVERS: list[_HandlerServer] = []
+_SERVERS: list[LocalHttpServer] = []
 
 
 @pytest.fixture(autouse=True)
 def _stop_handler_servers() -> Iterator[None]:
     yield
     while _SERVERS:
-        server = _SERVERS.pop()
-        server.shutdown()
-        server.server_close()
+        _SERVERS.pop().stop()
 
 
 def _client(handler: Callable[[httpx.Request], httpx.Response], **overrides: object) -> DicomWebClient:
     """A client whose httpx calls go to `handler` in process and whose STOW-RS goes to it over HTTP."""
-    server = _HandlerServer(handler)
+    server = _serve(handler)
     _SERVERS.append(server)
     return DicomWebClient(settings(server_url=server.url, **overrides), transport=httpx.MockTransport(handler))
 
