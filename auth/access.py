@@ -93,6 +93,21 @@ class AccessControl:
             )
         return self._user(claims.subject, PrincipalKind.USER)
 
+    def cached(self, bearer: str) -> Principal | None:
+        """The principal of an API token `authenticate` accepted moments ago, from memory alone.
+
+        None when the answer needs the database or the identity provider: then call `authenticate`
+        (blocking). Every request of a script or of the DIMSE bridge carries the same token, so
+        this spares them a worker thread each.
+        """
+        if not bearer.startswith(TOKEN_PREFIX):
+            return None
+        principal = self.tokens.cached(bearer)
+        if principal is None or principal.user_id is None:
+            return principal
+        owner = self.users.cached(principal.user_id, PrincipalKind.TOKEN)
+        return None if owner is None else replace(owner, token_id=principal.token_id)
+
     def attempt(self, key: str, address: str, check: Callable[[], T]) -> T:
         """Run a credential check (a password, a share link and its factor) under brute-force limits.
 

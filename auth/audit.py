@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from queue import Empty, SimpleQueue
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 _MAX_BATCH: Final = 500
 _EXPORT_PAGE: Final = 1000
 _table = AuditEvent.__table__  # type: ignore[attr-defined]
+# Built once: every audited request runs it, and a prebuilt statement keeps its cache key.
+_INSERT: Final = _table.insert()
 
 
 class Action(StrEnum):
@@ -158,7 +160,8 @@ class AuditLog:
     def _write(self, events: list[AuditRecord]) -> None:
         try:
             with self._engine.begin() as connection:
-                connection.execute(_table.insert(), [asdict(event) for event in events])
+                # The fields are plain values, so the instance dict serves (asdict deep-copies each).
+                connection.execute(_INSERT, [vars(event) for event in events])
         except SQLAlchemyError:
             # The database is down: say so loudly, with what was lost, rather than stop auditing.
             log.exception("could not write %d audit events (%s)", len(events), events[0].action)

@@ -76,12 +76,11 @@ class TokenService:
         Raises:
             InvalidToken: unknown, revoked or expired.
         """
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
         digest = _digest(token)
         now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         with self._engine.connect() as connection:
             row = connection.execute(select(_table).where(_table.c.token_hash == digest)).first()
         if row is None or row.revoked_at is not None:
@@ -93,6 +92,17 @@ class TokenService:
         with self._lock:
             self._cache[digest] = (now + self._cache_seconds, principal)
         return principal
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token `verify` accepted less than `cache_seconds` ago; None otherwise.
+
+        Memory only (no database), so it may run on an event loop.
+        """
+        with self._lock:
+            cached = self._cache.get(_digest(token))
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        return cached[1]
 
     def list(self, user_id: int | None = None) -> list[dict[str, object]]:
         """Every token's public facts (never the token or its digest), or those of one user."""

@@ -231,6 +231,17 @@ class UserService:
             raise InvalidCredentials("the account was deleted or disabled; ask an admin")
         return replace(cached[1], kind=kind)
 
+    def cached(self, user_id: int, kind: PrincipalKind = PrincipalKind.USER) -> Principal | None:
+        """What `principal` would return, when it is in memory and fresh; None otherwise (a gone user too).
+
+        Memory only (no database), so it may run on an event loop.
+        """
+        with self._lock:
+            cached = self._cache.get(user_id)
+        if cached is None or cached[0] <= time.monotonic() or cached[1] is None:
+            return None
+        return replace(cached[1], kind=kind)
+
     def principal_by_name(self, username: str, role: Role, kind: PrincipalKind) -> Principal:
         """A principal for an identity-provider account: the local user of that name lends its filter."""
         try:

@@ -47,11 +47,12 @@ def dicomweb_base(request: Request[Any, Any, Any]) -> str:
     return root + DICOMWEB_ROOT
 
 
-def refuse_nul(request: Request[Any, Any, Any]) -> None:
+async def refuse_nul(request: Request[Any, Any, Any]) -> None:
     """Refuse a URL holding a NUL character before any handler reads it (a before-request hook).
 
     No DICOM UID, value or name holds NUL, and PostgreSQL text cannot store one: let through, it
-    turned a client's mistake into a database error (500).
+    turned a client's mistake into a database error (500). A coroutine, so that Litestar runs it on
+    the loop: a plain function it would hand to a worker thread on every request.
 
     Raises:
         InvalidQuery: the path or the query string holds NUL (%00).

@@ -47,15 +47,20 @@ class _BearerAuthentication(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException(
                 "send 'Authorization: Bearer <token>': log in at /api/auth/login or create a token with "
                 "'webpacs token create'",
                 headers={"WWW-Authenticate": 'Bearer realm="webpacs"'},
             )
         context: AppContext = connection.app.state.context
+        # A token checked moments ago is answered from memory, on the loop: no worker thread.
+        principal = context.access.cached(token)
+        if principal is not None:
+            return AuthenticationResult(user=principal, auth=None)
         try:
-            principal = await anyio.to_thread.run_sync(context.access.authenticate, token.strip())
+            principal = await anyio.to_thread.run_sync(context.access.authenticate, token)
         except InvalidToken as exc:
             raise NotAuthorizedException(
                 str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}

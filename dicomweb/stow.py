@@ -2,6 +2,8 @@
 
 Each part is spooled to a file as it arrives and stored in a worker thread while the next part is
 still being received. Every instance succeeds or fails on its own; the response lists both.
+A body of one instance (every C-STORE the DIMSE bridge forwards) is stored in the worker-thread hop
+that read its end, rather than in a hop of its own.
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ async def _store_instances(request: Request[Any, Any, Any], study_uid: str | Non
         async with anyio.create_task_group() as group:
             try:
                 async for block in _blocks(request):
-                    # Parsing, hashing and spooling are blocking work: off the event loop.
-                    for part in await anyio.to_thread.run_sync(reader.feed, block):
+                    # Parsing, hashing, spooling (storing, for a one-part body): blocking work, off the loop.
+                    parts, stored = await anyio.to_thread.run_sync(_read_block, context, reader, block, study_uid)
+                    outcomes.update(stored)
+                    for part in parts:
                         group.start_soon(_store_part, context, part, study_uid, limiter, outcomes)
                 reader.finish()
             except MultipartLimitExceeded as exc:
@@ -134,6 +138,19 @@ def _checked_boundary(request: Request[Any, Any, Any], context: AppContext) -> s
         raise ClientException(str(exc)) from exc
 
 
+def _read_block(
+    context: AppContext, reader: MultipartReader, block: bytes, study_uid: str | None
+) -> tuple[list[Part], dict[int, StoreResult | _Failure]]:
+    """Feed a block (blocking): the parts it completed, to store, or the outcome of a one-part body.
+
+    When the block ends a body of one part, that part is stored right here, in the same hop.
+    """
+    parts = reader.feed(block)
+    if reader.ended and len(parts) == 1 and parts[0].number == 1:
+        return [], {1: _store_one(context, parts[0], study_uid)}
+    return parts, {}
+
+
 async def _store_part(
     context: AppContext,
     part: Part,
@@ -141,25 +158,27 @@ async def _store_part(
     limiter: anyio.CapacityLimiter,
     outcomes: dict[int, StoreResult | _Failure],
 ) -> None:
+    outcomes[part.number] = await anyio.to_thread.run_sync(_store_one, context, part, study_uid, limiter=limiter)
+
+
+def _store_one(context: AppContext, part: Part, study_uid: str | None) -> StoreResult | _Failure:
+    """Store one part (blocking): what was stored, or why not (its file is consumed either way)."""
     if part.content_type not in (None, _DICOM):
         part.path.unlink(missing_ok=True)
-        outcomes[part.number] = _Failure(
+        return _Failure(
             part.number,
             CANNOT_UNDERSTAND,
             f"part {part.number} is {part.content_type}; only application/dicom parts are stored",
         )
-        return
     try:
-        outcomes[part.number] = await anyio.to_thread.run_sync(
-            lambda: context.archive.store(part.path, part.sha256, study_uid=study_uid), limiter=limiter
-        )
+        return context.archive.store(part.path, part.sha256, study_uid=study_uid)
     except InvalidInstance as exc:
-        outcomes[part.number] = _Failure(
+        return _Failure(
             part.number, exc.failure_reason, f"part {part.number}: {exc}", exc.sop_class_uid, exc.sop_instance_uid
         )
     except ArchiveError as exc:
         log.error("storing part %d failed: %s", part.number, exc)
-        outcomes[part.number] = _Failure(part.number, ERROR_PROCESSING, f"part {part.number}: {exc}")
+        return _Failure(part.number, ERROR_PROCESSING, f"part {part.number}: {exc}")
 
 
 def _store_response(

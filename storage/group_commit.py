@@ -1,15 +1,18 @@
-"""Group commit: one writer thread per process indexes what concurrent stores hand it, in batches.
+"""Group commit: one index transaction at a time per process, batching the stores that wait for it.
 
 Concurrent STOW parts and C-STOREs then share index transactions instead of queueing one by one on
-the database's write lock (SQLite's busy handler sleeps up to 100 ms between tries). A store still
-returns only after the transaction holding its instance has committed.
+the database's write lock (SQLite's busy handler sleeps up to 100 ms between tries). A store that
+finds no transaction in progress writes its own at once, in its own thread: the common case of one
+store at a time pays no hand-off to another thread. Stores arriving meanwhile wait, and a
+background thread indexes them in batches. A store still returns only after the transaction
+holding its instance has committed.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import Future
-from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Final
 
 from storage.errors import ArchiveError
@@ -24,13 +27,15 @@ _MAX_BATCH: Final = 64
 
 
 class IndexWriter:
-    """Adds instances to an index through one background thread, batching whatever is waiting."""
+    """Adds instances to an index, one transaction at a time, batching whatever waits meanwhile."""
 
     def __init__(self, index: Index) -> None:
-        """Write to `index`; the thread starts with the first add."""
+        """Write to `index`; the batching thread starts when a store first has to wait."""
         self._index = index
-        self._waiting: SimpleQueue[tuple[NewInstance, Future[AddOutcome]]] = SimpleQueue()
-        self._start = threading.Lock()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # notified when a batch may start
+        self._writing = False  # a transaction is in progress, in a store's thread or the batching one
+        self._waiting: deque[tuple[NewInstance, Future[AddOutcome]]] = deque()
         self._thread: threading.Thread | None = None
 
     def add(self, item: NewInstance) -> AddOutcome:
@@ -39,33 +44,55 @@ class IndexWriter:
         Raises:
             ArchiveError: the index refused the item (e.g. ConflictingInstance).
         """
-        outcome: Future[AddOutcome] = Future()
-        self._waiting.put((item, outcome))
-        self._ensure_thread()
-        return outcome.result()
+        with self._lock:
+            alone = not self._writing and not self._waiting
+            if alone:
+                self._writing = True
+            else:
+                outcome: Future[AddOutcome] = Future()
+                self._waiting.append((item, outcome))
+                self._ensure_thread()
+                self._ready.notify()
+        if not alone:
+            return outcome.result()
+        try:
+            (result,) = self._index.add_instances([item])
+        finally:
+            with self._lock:
+                self._writing = False
+                self._ready.notify()
+        if isinstance(result, ArchiveError):
+            raise result
+        return result
 
     def _ensure_thread(self) -> None:
-        with self._start:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
-                self._thread.start()
+        # Called with the lock held.
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:
-            batch = [self._waiting.get()]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    batch.append(self._waiting.get_nowait())
-                except Empty:
-                    break
+            with self._lock:
+                while self._writing or not self._waiting:
+                    self._ready.wait()
+                self._writing = True
+                batch = [self._waiting.popleft() for _ in range(min(len(self._waiting), _MAX_BATCH))]
             try:
-                results = self._index.add_instances([item for item, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiting store, which re-raises it
-                for _, outcome in batch:
-                    outcome.set_exception(exc)
-                continue
-            for (_, outcome), result in zip(batch, results, strict=True):
-                if isinstance(result, ArchiveError):
-                    outcome.set_exception(result)
-                else:
-                    outcome.set_result(result)
+                self._write(batch)
+            finally:
+                with self._lock:
+                    self._writing = False
+
+    def _write(self, batch: list[tuple[NewInstance, Future[AddOutcome]]]) -> None:
+        try:
+            results = self._index.add_instances([item for item, _ in batch])
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting store, which re-raises it
+            for _, outcome in batch:
+                outcome.set_exception(exc)
+            return
+        for (_, outcome), result in zip(batch, results, strict=True):
+            if isinstance(result, ArchiveError):
+                outcome.set_exception(result)
+            else:
+                outcome.set_result(result)

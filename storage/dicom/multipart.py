@@ -163,6 +163,11 @@ class MultipartReader:
         self._size = 0
 
     @property
+    def ended(self) -> bool:
+        """The closing delimiter has been read: every part of the body was returned by `feed`."""
+        return self._ended
+
+    @property
     def incomplete_part(self) -> Part | None:
         """The part the body was cut in, after `finish` raised for a truncated body (complete=False)."""
         return self._incomplete

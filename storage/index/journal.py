@@ -31,6 +31,8 @@ _JOURNALED: Final = select(
 _REFERENCED: Final = (
     select(instance_table.c.blob_key).where(instance_table.c.blob_key.in_(bindparam("keys", expanding=True))).distinct()
 )
+# Built once: a store runs it for every instance, and a prebuilt statement keeps its cache key.
+_BEGIN: Final = insert(blob_journal_table)
 _FORGET: Final = delete(blob_journal_table).where(blob_journal_table.c.blob_key.in_(bindparam("keys", expanding=True)))
 
 
@@ -58,9 +60,7 @@ class BlobJournal:
     def begin(self, blob_key: str, host: str) -> None:
         """Record, durably, that `host` is about to put `blob_key` (call before the put)."""
         with write_transaction(self._engine) as connection:
-            connection.execute(
-                insert(blob_journal_table), {"blob_key": blob_key, "host": host, "created_at": datetime.now(UTC)}
-            )
+            connection.execute(_BEGIN, {"blob_key": blob_key, "host": host, "created_at": datetime.now(UTC)})
 
     def forget(self, blob_keys: Collection[str]) -> None:
         """Remove the rows of `blob_keys` (the blobs were indexed, or deleted again)."""

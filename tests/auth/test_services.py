@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from auth.errors import DuplicateUser, InvalidCredentials, InvalidToken, Invalid
 from auth.principals import Permission, PrincipalKind, Role
 from auth.rate_limit import FailureLimiter
 from auth.share_links import Validity
+from auth.tokens import TokenService
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -126,6 +128,44 @@ class TestSessions:
         principal = access.authenticate(token)
         assert principal.kind is PrincipalKind.TOKEN
         assert principal.study_filter == (("ReferringPhysicianName", ("KATE^*",)),)
+
+
+class TestAnsweredFromMemory:
+    def test_an_api_token_is_answered_from_memory_once_verified(self, access: AccessControl) -> None:
+        token = access.tokens.create("script", "viewer")
+        assert access.cached(token) is None
+        assert access.cached(token) is None  # asking the memory verifies nothing
+        principal = access.authenticate(token)
+        assert access.cached(token) == principal
+
+    def test_a_revoked_or_expired_entry_is_not_used(self, access: AccessControl, engine: Engine) -> None:
+        token = access.tokens.create("script", "viewer")
+        principal = access.authenticate(token)
+        assert principal.token_id is not None
+        access.tokens.revoke(principal.token_id)
+        assert access.cached(token) is None
+        briefly = replace(access, tokens=TokenService(engine, cache_seconds=0))
+        other = briefly.tokens.create("other", "viewer")
+        briefly.authenticate(other)
+        assert briefly.cached(other) is None
+
+    def test_a_personal_token_carries_its_users_filter_until_the_user_changes(self, access: AccessControl) -> None:
+        user = access.users.create("lena", PASSWORD, "referring", {"ReferringPhysicianName": ["LENA^*"]})
+        token = access.tokens.create("lena's script", "referring", user_id=user.id)
+        principal = access.authenticate(token)
+        assert access.cached(token) == principal
+        assert principal.kind is PrincipalKind.TOKEN
+        assert principal.study_filter == (("ReferringPhysicianName", ("LENA^*",)),)
+        access.users.update("lena", disabled=True)
+        assert access.cached(token) is None
+        with pytest.raises(InvalidToken):
+            access.authenticate(token)
+
+    def test_session_tokens_always_take_the_full_check(self, access: AccessControl) -> None:
+        user = access.users.create("mike", PASSWORD, "viewer")
+        session = access.sessions.login(user.id)
+        access.authenticate(session.access_token)
+        assert access.cached(session.access_token) is None
 
 
 class TestShareLinks:

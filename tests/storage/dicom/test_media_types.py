@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import pytest
 from pydicom.uid import UID
 
+from storage.dicom import media_types
 from storage.dicom.media_types import (
     APPLICATION_DICOM,
     APPLICATION_OCTET_STREAM,
@@ -125,6 +127,12 @@ class TestParseContentType:
             ('application/dicom; transfer-syntax="1.2.840.10008.1.2.1"', "application/dicom",
              {"transfer-syntax": "1.2.840.10008.1.2.1"}),
             ('a/b; note="say \\"hi\\""', "a/b", {"note": 'say "hi"'}),
+            (' Multipart/Related ; BOUNDARY = "a b" ;type=application/dicom ', "multipart/related",
+             {"boundary": "a b", "type": "application/dicom"}),
+            ("a/b; name*=utf-8''caf%C3%A9", "a/b", {"name": "caf\u00e9"}),  # RFC 2231 extended value
+            ("a/b; x=1; x=2", "a/b", {"x": "2"}),
+            ("a/b;", "a/b", {}),
+            ("a/b; flag", "a/b", {"flag": ""}),
         ],
     )  # fmt: skip
     def test_media_type_and_parameters_are_split_and_unquoted(
@@ -136,6 +144,22 @@ class TestParseContentType:
     def test_a_value_without_type_slash_subtype_is_refused(self, value: str) -> None:
         with pytest.raises(InvalidMediaType, match="not a media type"):
             parse_content_type(value)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            'multipart/related; type="application/dicom"; boundary=0123abc',
+            'Multipart/Related;TYPE=application/dicom;boundary="a b;c"',
+            " Application/DICOM ; Transfer-Syntax = 1.2.840.10008.1.2.4.50 ",
+            'a/b; x=""; y=; z="(c)=d"; padded=" p "',
+            "image/jpeg; q=0.5",
+        ],
+    )
+    def test_the_quick_reading_agrees_with_the_email_parser(self, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert media_types._PLAIN_CONTENT_TYPE.fullmatch(value)  # the quick way is taken
+        quick = parse_content_type(value)
+        monkeypatch.setattr(media_types, "_PLAIN_CONTENT_TYPE", re.compile(r"(?!)"))  # never matches
+        assert parse_content_type(value) == quick
 
 
 class TestParseAccept:

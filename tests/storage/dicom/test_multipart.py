@@ -102,6 +102,14 @@ class TestPartsAsTheyComplete:
             assert reader.feed(data[:after_delimiter]) == []
             assert contents(reader.feed(data[after_delimiter : after_delimiter + 2])) == [b"first"]
 
+    def test_the_chunk_ending_the_body_returns_the_last_part_and_the_reader_has_ended(self, tmp_path: Path) -> None:
+        data = body([b"first", b"last"])
+        with MultipartReader(BOUNDARY, tmp_path) as reader:
+            assert contents(reader.feed(data[:-1])) == [b"first"]
+            assert not reader.ended
+            assert contents(reader.feed(data[-1:])) == [b"last"]
+            assert reader.ended
+
     def test_parts_are_numbered_from_one(self, tmp_path: Path) -> None:
         assert [part.number for part in read_all(body(PAYLOADS), tmp_path)] == [1, 2, 3]
 
