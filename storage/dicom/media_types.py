@@ -190,7 +190,11 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
         }
     message = Message()
     message["content-type"] = value
-    first, *rest = message.get_params(failobj=[("", "")], header="content-type")
+    try:
+        first, *rest = message.get_params(failobj=[("", "")], header="content-type")
+    except (TypeError, ValueError):
+        # The email parser trips over some malformed RFC 2231 parameters ("x*; x*0=v").
+        first, rest = ("", ""), []
     media_type = first[0].strip().lower()
     if not _MEDIA_TYPE.fullmatch(media_type):
         raise InvalidMediaType(

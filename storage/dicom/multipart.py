@@ -246,9 +246,15 @@ class MultipartReader:
             raise MalformedMultipart(f"the multipart body has no parts, only its closing delimiter {delimiter}--")
 
     def close(self) -> None:
-        """Stop reading and remove the file of a part still being received (idempotent)."""
+        """Stop reading and remove the files no caller holds (idempotent).
+
+        Those are the part still being received and parts completed in a `feed` that then failed.
+        """
         self._closed = True
         self._preamble = None
+        for part in self._completed:
+            part.path.unlink(missing_ok=True)
+        self._completed = []
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -199,7 +199,13 @@ class TestMalformedRequest:
         unchanged()
 
     @pytest.mark.parametrize(
-        "content_type", ["application/json", "text/plain", 'multipart/related; type="image/jpeg"; boundary=b']
+        "content_type",
+        [
+            "application/json",
+            "text/plain",
+            'multipart/related; type="image/jpeg"; boundary=b',
+            "multipart/related; type*; type*0=x",  # RFC 2231 parameters the email parser trips over
+        ],
     )
     def test_other_media_types_give_415(self, pacs: Pacs, unchanged: Callable[[], None], content_type: str) -> None:
         _, (data,) = sample_study()

@@ -265,7 +265,16 @@ class TestLimits:
     def test_a_part_over_the_size_limit_is_refused_and_its_file_removed(self, tmp_path: Path) -> None:
         with pytest.raises(MultipartLimitExceeded, match="part 2 is larger than the 10-byte limit"):
             read_all(body([b"small", b"far too large"]), tmp_path, max_part_size=10)
-        assert len(list(tmp_path.iterdir())) == 1  # part 1, which the caller had received
+        # Part 1 came in the chunk that failed, so it was never handed out: removed with part 2.
+        assert list(tmp_path.iterdir()) == []
+
+    def test_parts_handed_out_before_the_limit_stay_the_caller_s(self, tmp_path: Path) -> None:
+        data = body([b"small", b"far too large"])
+        reader = MultipartReader(BOUNDARY, tmp_path, max_part_size=10)
+        first = reader.feed(data[: data.index(b"far")])
+        with pytest.raises(MultipartLimitExceeded):
+            reader.feed(data[data.index(b"far") :])
+        assert [part.path for part in first] == list(tmp_path.iterdir())
 
     def test_more_parts_than_allowed_are_refused(self, tmp_path: Path) -> None:
         with pytest.raises(MultipartLimitExceeded, match="more than 2 parts"):
@@ -279,6 +288,19 @@ class TestClose:
         reader.feed(data[:-20])
         assert len(list(tmp_path.iterdir())) == 1
         reader.close()
+        assert list(tmp_path.iterdir()) == []
+
+    def test_parts_completed_in_a_chunk_that_then_fails_leave_no_file(self, tmp_path: Path) -> None:
+        good = body([b"first part", b"second part"])
+        broken = (
+            good[: good.rindex(b"--" + BOUNDARY.encode() + b"--")]
+            + b"--"
+            + BOUNDARY.encode()
+            + b"\r\nBad Header Name: x\r\n\r\n"
+        )
+        reader = MultipartReader(BOUNDARY, tmp_path)
+        with pytest.raises(MalformedMultipart):
+            reader.feed(broken)  # completes two parts, then trips over the third part's header
         assert list(tmp_path.iterdir()) == []
 
 
