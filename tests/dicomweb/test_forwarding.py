@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from dicomdata import Patient, SeriesSpec, StudySpec, build_instances, part10
 from live_pacs import Pacs
+from polling import wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from conftest import LiveServer, ServerFactory  # tests/conftest.py
 
@@ -68,17 +68,6 @@ def pacs(server: Pacs) -> Iterator[Pacs]:
 def bridge(pacs: Pacs) -> dict[str, str]:
     """The Authorization header of a service token (the bridge's role)."""
     return pacs.auth(pacs.mint_token("service"))
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30) -> Any:
-    """Poll `probe` until it returns something truthy (readiness, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def study(

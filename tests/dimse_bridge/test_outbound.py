@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +26,11 @@ from dimse_helpers import (
     stop,
     wait_for_port,
 )
+from polling import wait_for
 from pydicom.uid import JPEGLSLossless, generate_uid
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
     import httpx
@@ -105,17 +105,6 @@ def register(api: httpx.Client, ae_title: str, port: int) -> None:
     api.delete(f"/api/dicom-nodes/{ae_title}")
     response = api.post("/api/dicom-nodes", json={"ae_title": ae_title, "host": "127.0.0.1", "port": port})
     assert response.status_code == 201, response.text
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Poll `probe` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def jobs_of(api: httpx.Client, study_uid: str) -> list[dict[str, Any]]:

@@ -7,11 +7,9 @@ import os
 import signal
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import pytest
 from dicomdata import (
     Patient,
     SeriesSpec,
@@ -23,6 +21,7 @@ from dicomdata import (
     split_multipart,
     uids_of,
 )
+from polling import wait_for
 
 if TYPE_CHECKING:
     import httpx
@@ -171,7 +170,8 @@ class TestWorkerKilledDuringStow:
 
         sender = threading.Thread(target=send)
         sender.start()
-        wait_until(lambda: scale_out.sql(_COUNT, spec.study_uid)[0][0] >= 1, "the first instances to be indexed")
+        indexed = lambda: scale_out.sql(_COUNT, spec.study_uid)[0][0] >= 1  # noqa: E731
+        wait_for("the first instances to be indexed", indexed, timeout=60)
         serving = scale_out.worker_serving(connected[0])
         others = set(scale_out.worker_pids()) - {serving}
         os.kill(serving, signal.SIGKILL)
@@ -214,12 +214,3 @@ def retrieve(scale_out: ScaleOut, data: bytes) -> list[bytes]:
     )
     assert response.status_code == 200, response.text
     return [part.content for part in split_multipart(response.content, response.headers["content-type"])]
-
-
-def wait_until(condition: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")

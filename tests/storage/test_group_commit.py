@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
 
 import pytest
+from polling import wait_for
 
 from storage.errors import ArchiveError, ConflictingInstance
 from storage.group_commit import IndexWriter
@@ -44,13 +44,6 @@ def writer_over(index: FakeIndex) -> tuple[IndexWriter, Callable[[str], AddOutco
     return writer, lambda item: writer.add(cast("NewInstance", item))
 
 
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
-
-
 class TestOneStoreAtATime:
     def test_a_lone_store_is_indexed_in_its_own_thread(self) -> None:
         index = FakeIndex()
@@ -83,7 +76,7 @@ def behind_a_transaction(
         first = pool.submit(add, "first")
         assert index.entered.wait(10)
         others = [pool.submit(add, item) for item in items]
-        wait_until(lambda: len(writer._waiting) == len(items))  # every other store is queued
+        wait_for("the other stores to queue", lambda: len(writer._waiting) == len(items), timeout=10, interval=0.001)
         release.set()
         assert first.result(10) == AddOutcome("stored")
         return index, [future.exception(10) for future in others], add

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from index_samples import Spec, create_database, drop_database, make_instance
+from polling import wait_for
 from sqlalchemy import insert
 
 from storage.index.changes import ChangeFeed, ChangeRecord
@@ -33,15 +34,6 @@ def add(index: Index, spec: Spec) -> None:
 
 def kinds(records: list[ChangeRecord]) -> list[tuple[str, str]]:
     return [(record.kind, record.sop_instance_uid or record.study_instance_uid) for record in records]
-
-
-def wait_for(condition: object, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -104,16 +96,16 @@ class TestCommitOrder:
 class TestStableStudies:
     def test_a_study_is_announced_once_after_it_went_quiet(self, index: Index, feed: ChangeFeed) -> None:
         add(index, Spec(sop_uid="1.2.3.1.1.1"))
-        wait_for(lambda: any(r.kind == "stable" for r in feed.read()), "the stable study")
+        wait_for("the stable study", lambda: any(r.kind == "stable" for r in feed.read()), timeout=20)
         records = feed.read()
         assert kinds(records) == [("stored", "1.2.3.1.1.1"), ("stable", "1.2.3.1")]
         assert records[1].series_instance_uid == records[1].sop_instance_uid == ""
 
     def test_a_new_instance_after_stable_makes_it_stable_again_later(self, index: Index, feed: ChangeFeed) -> None:
         add(index, Spec(sop_uid="1.2.3.1.1.1"))
-        wait_for(lambda: any(r.kind == "stable" for r in feed.read()), "the first stable")
+        wait_for("the first stable", lambda: any(r.kind == "stable" for r in feed.read()), timeout=20)
         add(index, Spec(sop_uid="1.2.3.1.1.2"))
-        wait_for(lambda: sum(r.kind == "stable" for r in feed.read()) == 2, "the second stable")
+        wait_for("the second stable", lambda: sum(r.kind == "stable" for r in feed.read()) == 2, timeout=20)
         assert [kind for kind, _ in kinds(feed.read())] == ["stored", "stable", "stored", "stable"]
 
     def test_many_readers_at_once_announce_each_quiet_study_exactly_once(self, engine: Engine, index: Index) -> None:
