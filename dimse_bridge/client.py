@@ -343,7 +343,7 @@ def _spool_parts(response: httpx.Response, directory: Path) -> Iterator[Path]:
     ready: list[Path] = []
     try:
         boundary = multipart_boundary(response.headers.get("content-type", ""))
-        with MultipartReader(boundary, directory) as reader:
+        with MultipartReader(boundary, directory, digest=False) as reader:
             for chunk in response.iter_bytes():
                 ready.extend(part.path for part in reader.feed(chunk))
                 while ready:

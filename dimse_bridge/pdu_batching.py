@@ -15,6 +15,7 @@ checks both still exist and that a peer receives every message intact.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any, Final
 
 import pynetdicom.fsm
@@ -30,6 +31,9 @@ __all__ = ["install"]
 # Bounds the bytes held at once: a batch is encoded in one buffer before it is written.
 _BATCH_BYTES: Final = 1024 * 1024
 _ORIGINAL_SEND_MSG: Final = DIMSEServiceProvider.send_msg
+_P_DATA_TF_TYPE: Final = 0x04
+_PDU_HEADER: Final = struct.Struct(">BBI")  # PDU type, reserved, PDU length
+_PDV_HEADER: Final = struct.Struct(">IB")  # item length, presentation context ID
 
 
 class _PDataBatch(P_DATA):
@@ -48,11 +52,27 @@ def _p_data_tf(primitive: P_DATA | None = None) -> P_DATA_TF:
     """
     if not isinstance(primitive, _PDataBatch):
         return P_DATA_TF(primitive)
-    pdus = [P_DATA_TF(part) for part in primitive.primitives]
-    encoded = b"".join(bytes(pdu.encode()) for pdu in pdus)
-    first = pdus[0]
+    encoded = _encode_pdus(primitive.primitives)
+    first = P_DATA_TF(primitive.primitives[0])
     first.encode = lambda: encoded  # type: ignore[method-assign]  # this one object's write
     return first
+
+
+def _encode_pdus(primitives: list[P_DATA]) -> bytes:
+    """The P-DATA-TF PDUs of `primitives` back to back (PS3.8 §9.3.5), in one join.
+
+    The same bytes as `P_DATA_TF(p).encode()` for each (tested), without building a PDU object and
+    an intermediate copy of every 16 KB fragment.
+    """
+    pieces: list[bytes] = []
+    for primitive in primitives:
+        items = primitive.presentation_data_value_list
+        # PDU length: per item, its 4-byte length, 1-byte context ID and the data (header byte included).
+        pieces.append(_PDU_HEADER.pack(_P_DATA_TF_TYPE, 0, sum(5 + len(data) for _, data in items)))
+        for context_id, data in items:
+            pieces.append(_PDV_HEADER.pack(len(data) + 1, context_id))
+            pieces.append(data)
+    return b"".join(pieces)
 
 
 class _Collector:

@@ -3,7 +3,7 @@
 A C-MOVE or C-GET sub-operation is a DIMSE round trip (C-STORE-RQ out, C-STORE-RSP back) during which
 the HTTP stream of the retrieval sat idle; reading and spooling the next part waited for it. Here a
 background thread reads the WADO-RS streams and spools up to `depth` parts ahead (files, never memory),
-so each instance costs the longer of the two steps instead of their sum.
+and reads each part's File Meta, so each instance costs the longer of the two steps instead of their sum.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 
 from dimse_bridge.client import BridgeError
 
@@ -30,10 +34,14 @@ _STOP_CHECK: Final = 0.05
 
 @dataclass(frozen=True, slots=True)
 class FetchedPart:
-    """One part of the WADO-RS resource `wado_path`, spooled to `path`; or why that resource failed."""
+    """One part of the WADO-RS resource `wado_path` spooled to `path`, or why it failed (`error`).
+
+    `meta` is the part's File Meta Information, read while the previous part was being sent.
+    """
 
     wado_path: str
     path: Path | None = None
+    meta: FileMetaDataset | None = None
     error: BridgeError | None = None
 
 
@@ -45,14 +53,24 @@ class _Crash:
 _END: Final = object()
 
 
+def _with_file_meta(wado_path: str, part: Path) -> FetchedPart:
+    """The spooled `part` with its File Meta; a part that is no Part-10 file is deleted and reported."""
+    try:
+        return FetchedPart(wado_path, path=part, meta=read_file_meta_info(part))
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        return FetchedPart(wado_path, error=BridgeError(f"a part of WADO-RS {wado_path} is not a DICOM file: {exc}"))
+
+
 def fetch_parts(
     client: DicomWebClient, wado_paths: Sequence[str], directory: Path, *, depth: int
 ) -> Generator[FetchedPart, None, None]:
     """Every part of every resource in `wado_paths`, as stored, fetched up to `depth` parts ahead.
 
     A resource that fails (BridgeError) yields one `FetchedPart` with the error and the next one is
-    fetched. The caller deletes each part file it is given; closing the generator early stops the
-    fetching and deletes the parts spooled but not handed over. Use it with `contextlib.closing`.
+    fetched; so does a part that is not a Part-10 file, and the rest of its resource follows. The
+    caller deletes each part file it is given; closing the generator early stops the fetching and
+    deletes the parts spooled but not handed over. Use it with `contextlib.closing`.
 
     Raises:
         Exception: whatever unexpected error the fetching thread met, re-raised here.
@@ -75,7 +93,8 @@ def fetch_parts(
                 try:
                     with client.retrieve(wado_path, directory) as parts:
                         for part in parts:
-                            if not offer(FetchedPart(wado_path, path=part)):
+                            fetched = _with_file_meta(wado_path, part)
+                            if not offer(fetched):
                                 part.unlink(missing_ok=True)
                                 return
                 except BridgeError as exc:

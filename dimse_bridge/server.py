@@ -84,7 +84,7 @@ class Bridge:
         self._server: ThreadedAssociationServer | None = None
         # Forwarding jobs: claimed over the API and delivered from this process (DESIGN.md §1).
         self.outbound = OutboundDelivery(settings, self.client, self.registry) if settings.forward else None
-        _configure_pynetdicom(settings)
+        configure_pynetdicom(settings)
         self.ae = self._build_ae()
 
     def _build_ae(self) -> AE:
@@ -153,7 +153,8 @@ class Bridge:
         self.client.close()
 
 
-def _configure_pynetdicom(settings: BridgeSettings) -> None:
+def configure_pynetdicom(settings: BridgeSettings) -> None:
+    """The process-wide pynetdicom and pydicom switches the bridge runs with."""
     # Process-wide pynetdicom switches; the bridge is the only pynetdicom user in its process.
     # Reactors wake on data instead of polling every millisecond (dimse_bridge/latency.py).
     install_prompt_reactors()

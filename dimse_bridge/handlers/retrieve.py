@@ -367,12 +367,11 @@ def _sub_operations(
         contextlib.closing(fetch_parts(client, wado_paths(level, refs), Path(spool), depth=_PREFETCH_DEPTH)) as fetched,
     ):
         for fetched_part in fetched:
-            part = fetched_part.path
-            if part is None:
+            part, meta = fetched_part.path, fetched_part.meta
+            if part is None or meta is None:
                 _LOG.warning("WADO-RS %s failed: %s", fetched_part.wado_path, fetched_part.error)
                 continue
             try:
-                meta = read_file_meta_info(part)
                 uid = str(meta.MediaStorageSOPInstanceUID)
                 ref = pending.pop(uid, None)
                 if ref is None:

@@ -63,7 +63,7 @@ class Part:
         path: the spooled file, owned by the caller (move it into the blob store or delete it).
             An incomplete part's file has already been removed.
         size: bytes in the part body.
-        sha256: hex SHA-256 of the part body.
+        sha256: hex SHA-256 of the part body; empty when the reader was told not to compute it.
         complete: the part's closing delimiter arrived; an incomplete part must never be stored.
     """
 
@@ -121,8 +121,9 @@ class MultipartReader:
         *,
         max_part_size: int = DEFAULT_MAX_PART_SIZE,
         max_parts: int = DEFAULT_MAX_PARTS,
+        digest: bool = True,
     ) -> None:
-        """Prepare to read a body delimited by `boundary`.
+        """Prepare to read a body delimited by `boundary`; `digest=False` skips each part's SHA-256.
 
         Raises:
             MalformedMultipart: the boundary is empty, too long or not ASCII.
@@ -131,6 +132,7 @@ class MultipartReader:
         self._spool_dir = spool_dir
         self._max_part_size = max_part_size
         self._max_parts = max_parts
+        self._digest = digest
         self._dash_boundary = b"--" + boundary.encode("ascii")
         self._parser = MultipartParser(
             self._dash_boundary[2:],
@@ -233,7 +235,7 @@ class MultipartReader:
                     content_type=_media_type(self._headers),
                     path=self._path,
                     size=self._size,
-                    sha256=self._hash.hexdigest(),
+                    sha256=self._sha256(),
                     complete=False,
                 )
             self.close()
@@ -303,6 +305,9 @@ class MultipartReader:
             )
         return -1
 
+    def _sha256(self) -> str:
+        return self._hash.hexdigest() if self._digest else ""
+
     def _on_part_begin(self) -> None:
         self._parts += 1
         if self._parts > self._max_parts:
@@ -339,7 +344,8 @@ class MultipartReader:
             raise MultipartLimitExceeded(
                 f"part {self._parts} is larger than the {self._max_part_size}-byte limit per part"
             )
-        self._hash.update(view)
+        if self._digest:
+            self._hash.update(view)
         assert self._file is not None  # noqa: S101  # data only follows on_part_begin
         self._file.write(view)
 
@@ -354,7 +360,7 @@ class MultipartReader:
                 content_type=_media_type(self._headers),
                 path=self._path,
                 size=self._size,
-                sha256=self._hash.hexdigest(),
+                sha256=self._sha256(),
                 complete=True,
             )
         )

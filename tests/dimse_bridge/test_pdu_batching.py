@@ -99,9 +99,10 @@ def test_an_abort_from_another_thread_keeps_its_place_after_the_collected_pdus()
 
 def test_a_batch_encodes_as_its_pdus_back_to_back() -> None:
     parts = []
-    for marker in (b"\x00", b"\x02"):
+    # One PDV per PDU as pynetdicom cuts messages, and a PDU of two PDVs on different contexts.
+    for items in ([[3, b"\x01" + b"c" * 40]], [[3, b"\x00" + b"x" * 100]], [[5, b"\x02y"], [7, b"\x00" + b"z" * 9]]):
         primitive = P_DATA()
-        primitive.presentation_data_value_list = [[3, marker + b"x" * 100]]
+        primitive.presentation_data_value_list = items
         parts.append(primitive)
     batch = pdu_batching._p_data_tf(pdu_batching._PDataBatch(parts))
     single = [pynetdicom.pdu.P_DATA_TF(p).encode() for p in parts]

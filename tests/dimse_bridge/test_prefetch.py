@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from dicomdata import sample_study, uids_of
 
 from dimse_bridge.client import DicomWebClient, DicomWebError
 from dimse_bridge.prefetch import fetch_parts
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _BOUNDARY = "PrefetchBoundary"
+_INSTANCES = sample_study(instances=6)[1]
 
 
 def _multipart(parts: list[bytes]) -> httpx.Response:
@@ -40,21 +42,33 @@ def _prefetch_threads() -> list[threading.Thread]:
 
 
 class TestFetchParts:
-    def test_every_part_of_every_resource_comes_in_order(self, tmp_path: Path) -> None:
-        client = _client(
-            {"/dicomweb/studies/1": _multipart([b"a1", b"a2", b"a3"]), "/dicomweb/studies/2": _multipart([b"b1"])}
-        )
+    def test_every_part_of_every_resource_comes_in_order_with_its_file_meta(self, tmp_path: Path) -> None:
+        a1, a2, a3, b1 = _INSTANCES[:4]
+        client = _client({"/dicomweb/studies/1": _multipart([a1, a2, a3]), "/dicomweb/studies/2": _multipart([b1])})
         seen = []
         with contextlib.closing(fetch_parts(client, ["/studies/1", "/studies/2"], tmp_path, depth=2)) as fetched:
             for item in fetched:
                 assert item.path is not None
+                assert item.meta is not None
+                assert item.meta.MediaStorageSOPInstanceUID == uids_of(item.path.read_bytes())[2]
                 seen.append((item.wado_path, item.path.read_bytes()))
                 item.path.unlink()
-        assert seen == [("/studies/1", b"a1"), ("/studies/1", b"a2"), ("/studies/1", b"a3"), ("/studies/2", b"b1")]
+        assert seen == [("/studies/1", a1), ("/studies/1", a2), ("/studies/1", a3), ("/studies/2", b1)]
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_part_that_is_no_dicom_file_is_reported_and_the_next_part_comes(self, tmp_path: Path) -> None:
+        client = _client({"/dicomweb/studies/1": _multipart([b"not DICOM", _INSTANCES[0]])})
+        with contextlib.closing(fetch_parts(client, ["/studies/1"], tmp_path, depth=2)) as fetched:
+            first, second = list(fetched)
+        assert first.path is None
+        assert "not a DICOM file" in str(first.error)
+        assert second.path is not None
+        assert second.path.read_bytes() == _INSTANCES[0]
+        second.path.unlink()
         assert list(tmp_path.iterdir()) == []
 
     def test_a_failed_resource_is_reported_and_the_next_one_fetched(self, tmp_path: Path) -> None:
-        client = _client({"/dicomweb/studies/2": _multipart([b"b1"])})
+        client = _client({"/dicomweb/studies/2": _multipart([_INSTANCES[0]])})
         with contextlib.closing(fetch_parts(client, ["/studies/1", "/studies/2"], tmp_path, depth=2)) as fetched:
             items = list(fetched)
         assert isinstance(items[0].error, DicomWebError)
@@ -62,7 +76,7 @@ class TestFetchParts:
         assert (items[1].wado_path, items[1].path is not None) == ("/studies/2", True)
 
     def test_stopping_early_deletes_what_was_fetched_ahead_and_ends_the_fetcher(self, tmp_path: Path) -> None:
-        client = _client({"/dicomweb/studies/1": _multipart([b"part%d" % n for n in range(6)])})
+        client = _client({"/dicomweb/studies/1": _multipart(_INSTANCES)})
         fetched = fetch_parts(client, ["/studies/1"], tmp_path, depth=2)
         first = next(fetched)
         assert first.path is not None

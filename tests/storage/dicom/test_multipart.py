@@ -166,6 +166,13 @@ class TestPartFiles:
         assert [part.size for part in parts] == [len(payload) for payload in PAYLOADS]
         assert all(part.complete for part in parts)
 
+    def test_a_reader_told_not_to_digest_keeps_the_bytes_and_leaves_the_hash_empty(self, tmp_path: Path) -> None:
+        with MultipartReader(BOUNDARY, tmp_path, digest=False) as reader:
+            parts = reader.feed(body(PAYLOADS))
+            reader.finish()
+        assert contents(parts) == list(PAYLOADS)
+        assert [part.sha256 for part in parts] == [""] * len(PAYLOADS)
+
     def test_part_files_are_created_in_the_spool_folder(self, tmp_path: Path) -> None:
         parts = read_all(body(PAYLOADS), tmp_path)
         assert sorted(path.name for path in tmp_path.iterdir()) == sorted(part.path.name for part in parts)
