@@ -7,14 +7,15 @@ never lives in RAM), which also proves the file is complete.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from storage.dicom.attributes import INSTANCE_LEVEL_TAGS, SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS
-from storage.dicom.dicom_json import bulk_data_uri, dataset_json, level_json, serialise
+from storage.dicom.dicom_json import DicomJson, bulk_data_uri, dataset_json, level_json, serialise
 from storage.dicom.failure_reasons import (
     CANNOT_UNDERSTAND,
     ERROR_PROCESSING,
@@ -49,6 +50,13 @@ _IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 _AVAILABLE_TRANSFER_SYNTAX_UID = 0x00083002
 # Markers that open a compressed frame's codestream (JPEG / JPEG-LS SOI, J2K SOC, JP2 box).
 _FRAME_START_MARKERS = (b"\xff\xd8", b"\xff\x4f", b"\x00\x00\x00\x0cjP")
+_INDEXED = (
+    *("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber"),
+    *("StudyID", "StudyDescription", "ReferringPhysicianName", "InstitutionName", "Modality", "SeriesNumber"),
+    *("SeriesDescription", "BodyPartExamined", "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime"),
+    *("InstanceNumber", "Rows", "Columns", "BitsAllocated"),
+)
+_TAGS = {keyword: int(tag_for_keyword(keyword) or 0) for keyword in _INDEXED}
 
 
 def read_instance(path: Path) -> ParsedInstance:
@@ -93,46 +101,94 @@ def _read_instance(path: Path) -> ParsedInstance:
     if pixels.tag:
         # Not read (it may be gigabytes): offered by reference, as PS3.18 §F.2.6 allows.
         metadata[pixels.tag] = {"vr": pixels.vr, "BulkDataURI": bulk_data_uri(*uids, pixels.tag)}
+    header = _HeaderValues(elements)
     return ParsedInstance(
         study=StudyAttributes(
             study_instance_uid=study_uid,
-            patient_id=_text(dataset, "PatientID"),
-            patient_name=_text(dataset, "PatientName"),
-            patient_birth_date=_text(dataset, "PatientBirthDate"),
-            patient_sex=_text(dataset, "PatientSex"),
-            study_date=_text(dataset, "StudyDate"),
-            study_time=_text(dataset, "StudyTime"),
-            accession_number=_text(dataset, "AccessionNumber"),
-            study_id=_text(dataset, "StudyID"),
-            study_description=_text(dataset, "StudyDescription"),
-            referring_physician_name=_text(dataset, "ReferringPhysicianName"),
-            institution_name=_text(dataset, "InstitutionName"),
+            patient_id=header.text("PatientID"),
+            patient_name=header.text("PatientName"),
+            patient_birth_date=header.text("PatientBirthDate"),
+            patient_sex=header.text("PatientSex"),
+            study_date=header.text("StudyDate"),
+            study_time=header.text("StudyTime"),
+            accession_number=header.text("AccessionNumber"),
+            study_id=header.text("StudyID"),
+            study_description=header.text("StudyDescription"),
+            referring_physician_name=header.text("ReferringPhysicianName"),
+            institution_name=header.text("InstitutionName"),
             json=level_json(elements, STUDY_LEVEL_TAGS),
         ),
         series=SeriesAttributes(
             series_instance_uid=series_uid,
-            modality=_text(dataset, "Modality"),
-            series_number=_integer(dataset, "SeriesNumber"),
-            series_description=_text(dataset, "SeriesDescription"),
-            body_part_examined=_text(dataset, "BodyPartExamined"),
-            performed_procedure_step_start_date=_text(dataset, "PerformedProcedureStepStartDate"),
-            performed_procedure_step_start_time=_text(dataset, "PerformedProcedureStepStartTime"),
+            modality=header.text("Modality"),
+            series_number=header.integer("SeriesNumber"),
+            series_description=header.text("SeriesDescription"),
+            body_part_examined=header.text("BodyPartExamined"),
+            performed_procedure_step_start_date=header.text("PerformedProcedureStepStartDate"),
+            performed_procedure_step_start_time=header.text("PerformedProcedureStepStartTime"),
             json=level_json(elements, SERIES_LEVEL_TAGS),
         ),
         instance=InstanceAttributes(
             sop_instance_uid=sop_uid,
             sop_class_uid=sop_class_uid,
-            instance_number=_integer(dataset, "InstanceNumber"),
+            instance_number=header.integer("InstanceNumber"),
             transfer_syntax_uid=transfer_syntax,
-            rows=_integer(dataset, "Rows"),
-            columns=_integer(dataset, "Columns"),
-            bits_allocated=_integer(dataset, "BitsAllocated"),
+            rows=header.integer("Rows"),
+            columns=header.integer("Columns"),
+            bits_allocated=header.integer("BitsAllocated"),
             number_of_frames=pixels.frame_count,
             json=level_json(elements, INSTANCE_LEVEL_TAGS),
         ),
         metadata=serialise(metadata),
         frames=pixels.frames,
     )
+
+
+class _HeaderValues:
+    """Index values read from the header's DICOM JSON, already converted once for the metadata.
+
+    The same values `_text` and `_integer` give from the Dataset (tests/storage/dicom/test_instance.py
+    compares them on every file pydicom ships), without pydicom converting each element a second time.
+    """
+
+    def __init__(self, elements: dict[int, DicomJson]) -> None:
+        self._elements = elements
+
+    def _values(self, keyword: str) -> list[Any]:
+        values = self._elements.get(_TAGS[keyword], {}).get("Value")
+        return values if isinstance(values, list) else []
+
+    def text(self, keyword: str) -> str:
+        """One str ('' when absent or empty; multi-values joined by backslash)."""
+        texts = [_json_text(value) for value in self._values(keyword)]
+        if len(texts) == 1:
+            return texts[0].strip()
+        return "\\".join(texts)
+
+    def integer(self, keyword: str) -> int | None:
+        """The single integer value, or None (absent, empty, several values, not an integer)."""
+        values = self._values(keyword)
+        if len(values) != 1:
+            return None
+        value = values[0]
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            return None
+
+
+def _json_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        # A person name: its component groups, as PS3.5 §6.2.1 writes them, trailing empty ones dropped.
+        groups = [str(value.get(group, "")) for group in ("Alphabetic", "Ideographic", "Phonetic")]
+        while groups and not groups[-1]:
+            groups.pop()
+        return "=".join(groups)
+    return str(value)
 
 
 def _read_header(fp: BinaryIO) -> Dataset:

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import pydicom.data
 import pytest
+from dicomdata import dataset_of, part10, sample_study
 from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.encaps import generate_frames
@@ -12,6 +16,9 @@ from pydicom.encaps import generate_frames
 from storage.dicom.instance import read_instance
 from storage.dicom.records import BULK_BASE
 from storage.errors import InvalidInstance
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 def bundled(name: str) -> Path:
@@ -24,6 +31,110 @@ def frame_bytes(path: Path, frame: int) -> bytes:
     assert parsed.frames is not None
     data = path.read_bytes()
     return b"".join(data[offset : offset + length] for offset, length in parsed.frames[frame].fragments)
+
+
+def _pydicom_text(dataset: Dataset, keyword: str) -> str:
+    """The reference for a text index value: pydicom's value as one str, multi-values joined by backslash."""
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join("" if item is None else str(item) for item in value)
+    return str(value).strip()
+
+
+def _pydicom_integer(dataset: Dataset, keyword: str) -> int | None:
+    value = dataset.get(keyword)
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _readable(path: Path) -> bool:
+    try:
+        read_instance(path)
+    except InvalidInstance:
+        return False
+    return True
+
+
+# Every file pydicom ships that the archive would store.
+_STORABLE = [p for p in sorted(Path(pydicom.data.__file__).parent.rglob("*.dcm")) if _readable(p)]
+_TEXT_KEYS = {
+    "study": {
+        "patient_id": "PatientID",
+        "patient_name": "PatientName",
+        "patient_birth_date": "PatientBirthDate",
+        "patient_sex": "PatientSex",
+        "study_date": "StudyDate",
+        "study_time": "StudyTime",
+        "accession_number": "AccessionNumber",
+        "study_id": "StudyID",
+        "study_description": "StudyDescription",
+        "referring_physician_name": "ReferringPhysicianName",
+        "institution_name": "InstitutionName",
+    },
+    "series": {
+        "modality": "Modality",
+        "series_description": "SeriesDescription",
+        "body_part_examined": "BodyPartExamined",
+        "performed_procedure_step_start_date": "PerformedProcedureStepStartDate",
+        "performed_procedure_step_start_time": "PerformedProcedureStepStartTime",
+    },
+}
+_INTEGER_KEYS = {
+    "series": {"series_number": "SeriesNumber"},
+    "instance": {
+        "instance_number": "InstanceNumber",
+        "rows": "Rows",
+        "columns": "Columns",
+        "bits_allocated": "BitsAllocated",
+    },
+}
+
+
+@pytest.mark.parametrize("path", _STORABLE, ids=lambda p: p.name)
+def test_every_index_value_is_what_pydicom_reads(path: Path) -> None:
+    parsed = read_instance(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = dcmread(path, stop_before_pixels=True)
+    got: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
+    for level, keys in _TEXT_KEYS.items():
+        for field, keyword in keys.items():
+            got[keyword] = getattr(getattr(parsed, level), field)
+            expected[keyword] = _pydicom_text(source, keyword)
+    for level, keys in _INTEGER_KEYS.items():
+        for field, keyword in keys.items():
+            got[keyword] = getattr(getattr(parsed, level), field)
+            expected[keyword] = _pydicom_integer(source, keyword)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"Modality": "CT\\MR", "PatientID": "A\\\\B", "SeriesNumber": "1\\2"},  # VM broken, an empty item
+        {"PatientName": "=Yamada^Tarou", "ReferringPhysicianName": "Doe^Jane=Doe^Jane", "InstanceNumber": ""},
+        {"StudyDescription": "  padded  ", "SeriesNumber": " 12 ", "PatientSex": ""},
+    ],
+    ids=["multi-values", "name-groups", "padding"],
+)
+def test_edge_values_are_indexed_as_pydicom_reads_them(tmp_path: Path, values: dict[str, str]) -> None:
+    dataset = dataset_of(sample_study()[1][0])
+    for keyword, value in values.items():
+        setattr(dataset, keyword, value)
+    path = tmp_path / "edge.dcm"
+    path.write_bytes(part10(dataset))
+    test_every_index_value_is_what_pydicom_reads(path)
+
+
+def test_the_comparison_covers_names_in_several_character_sets_and_multi_values() -> None:
+    names = {path.name for path in _STORABLE}
+    assert {"chrH31.dcm", "chrRuss.dcm", "CT_small.dcm", "MR_small.dcm"} <= names
+    assert len(_STORABLE) > 50
 
 
 class TestIndexKeys:
