@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy
 from joserfc import jwt
 from joserfc.jwk import OctKey
 from sqlalchemy import text
@@ -245,6 +246,24 @@ class TestAuditLog:
         lines = list(access.audit.export(AuditQuery(actor="gina")))
         assert len(lines) == 3
         assert lines[0].startswith(b"{") and b'"action": "login"' in lines[0]
+
+    def test_events_recorded_one_after_another_share_a_transaction(self, access: AccessControl, engine: Engine) -> None:
+        commits: list[object] = []
+
+        def count(connection: object) -> None:
+            commits.append(connection)
+
+        sqlalchemy.event.listen(engine, "commit", count)
+        try:
+            for number in range(5):
+                access.audit.record(AuditRecord("user", "gina", Action.VIEW, Outcome.SUCCESS, detail=str(number)))
+                time.sleep(0.02)  # a client's next request, after the writer woke for the previous event
+            access.audit.flush()
+        finally:
+            sqlalchemy.event.remove(engine, "commit", count)
+        assert len(access.audit.search(AuditQuery(limit=50))) == 5
+        # Written as they came, each event would be a transaction of its own.
+        assert 1 <= len(commits) < 5
 
     @pytest.mark.parametrize("statement", ["UPDATE audit_event SET actor = 'mallory'", "DELETE FROM audit_event"])
     def test_the_database_refuses_to_rewrite_history(
