@@ -14,7 +14,8 @@
 # Cells: storescu x1 (200 files, 1 association), storescu x4 (400 other files, 4 storescu processes),
 # HTTP x1 / x4 (the same lists, 1 or 4 kept-alive connections). Every target is started fresh for
 # every cell and gets one untimed instance first; targets alternate within a round.
-# Output: bench/peer/results/floor-<stamp>.jsonl (one line per measurement) and floor-<stamp>.md.
+# Output: bench/peer/results/floor-<stamp>.jsonl (one line per measurement), floor-<stamp>.md (the
+# table) and floor-<stamp>.log (what the tools wrote to stderr).
 # Needs what bench/peer/run.sh installs (Debian orthanc, orthanc-dicomweb, dcmtk, the harness venv).
 set -eu
 repo=$(cd "$(dirname "$0")/../.." && pwd)
