@@ -1,6 +1,6 @@
 #!/bin/sh
-# Ceilings for issue #4's C-STORE, C-GET and C-MOVE targets, measured in one run on the same file lists: how many
-# instances/s DCMTK storescu gets out of Orthanc, out of a pynetdicom SCP that only acknowledges
+# Ceilings for issue #4's C-STORE, C-GET and C-MOVE targets, measured in one run on the same files:
+# how many instances/s DCMTK storescu gets out of Orthanc, out of a pynetdicom SCP that only acknowledges
 # (bench/peer/floor_scp.py: no bridge on pynetdicom can beat it), out of the cheapest bridge the
 # design allows (`bridge-floor`: that SCP POSTing each data set to the endpoint below and
 # acknowledging after its answer, nothing parsed or indexed) and out of webpacs' DIMSE bridge;
