@@ -4,22 +4,15 @@
 # machine minutes), then one table of medians and ratios.
 #   bench/peer/dimse.sh [ROUNDS]     (default 3; ~3 min per round)
 # Output: bench/peer/results/dimse-<stamp>-<target>-<round>.json and dimse-<stamp>.md
-# Needs what bench/peer/run.sh installs (Debian orthanc, orthanc-dicomweb, dcmtk, the harness venv).
+# Installs what it needs (bench/peer/prepare.sh: Debian orthanc, orthanc-dicomweb, dcmtk, the harness venv).
 set -eu
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-work=${PEER_BENCH_DIR:-/tmp/peer-bench}
+. "$(dirname "$0")/prepare.sh"
 rounds=${1:-3}
 stamp=$(date +%Y%m%d-%H%M)
 out="$repo/bench/peer/results"
 mkdir -p "$out"
-[ -d "$work" ] || cp -r "$repo/../shared/peer-bench" "$work"
-command -v Orthanc >/dev/null 2>&1 && command -v storescu >/dev/null 2>&1 || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb dcmtk gcc curl >/dev/null; }
-[ -x "$work/.venv/bin/python" ] || {
-  python3 -m venv "$work/.venv"
-  "$work/.venv/bin/pip" install -q pydicom pynetdicom numpy httpx dicomweb-client pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg; }
+dimse_data
 cd "$work"
-[ -f data/dimse/manifest.json ] || .venv/bin/python gen.py --out data/dimse --studies 16 --series 1 --instances 50 --size 512 --seed 3
 round=1
 while [ "$round" -le "$rounds" ]; do
   for target in orthanc webpacs; do

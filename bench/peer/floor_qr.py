@@ -11,12 +11,11 @@ encoder, as-stored sending): no bridge on pynetdicom that fetches over HTTP can 
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from floor_scp import serve_until_signalled  # this folder: scripts run with it on sys.path
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, evt
@@ -110,12 +109,7 @@ def main() -> None:
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
     handlers = [(evt.EVT_CONN_OPEN, set_tcp_nodelay), (evt.EVT_C_GET, on_get), (evt.EVT_C_MOVE, on_move)]
-    server = ae.start_server(("127.0.0.1", args.port), block=False, evt_handlers=handlers)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    server.shutdown()
+    serve_until_signalled(ae, args.port, handlers)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ def main() -> None:
         ae.add_supported_context(context.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     on_store = Forwarder(args.forward) if args.forward else acknowledge
     handlers = [(evt.EVT_CONN_OPEN, set_tcp_nodelay), (evt.EVT_C_STORE, on_store)]
-    server = ae.start_server(("127.0.0.1", args.port), block=False, evt_handlers=handlers)
+    serve_until_signalled(ae, args.port, handlers)
 
+
+def serve_until_signalled(ae: AE, port: int, handlers: list[Any]) -> None:
+    """Serve `ae` on 127.0.0.1:`port` until SIGTERM or SIGINT (the benchmark scripts stop it so)."""
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

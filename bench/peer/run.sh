@@ -3,16 +3,7 @@
 #   bench/peer/run.sh [--target webpacs-2workers] [--quick] [extra run_all.py args]
 # Needs: Debian packages orthanc orthanc-dicomweb dcmtk (installed here if missing).
 set -eu
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-work=${PEER_BENCH_DIR:-/tmp/peer-bench}
-if [ ! -d "$work" ]; then
-  cp -r "$repo/../shared/peer-bench" "$work"
-fi
-command -v Orthanc >/dev/null 2>&1 && command -v storescu >/dev/null 2>&1 || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb dcmtk gcc curl >/dev/null; }
-[ -x "$work/.venv/bin/python" ] || {
-  python3 -m venv "$work/.venv"
-  "$work/.venv/bin/pip" install -q pydicom pynetdicom numpy httpx dicomweb-client pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg; }
+. "$(dirname "$0")/prepare.sh"
 "$repo/.venv/bin/python" - "$repo" "$work" <<'PY'
 import json, sys
 repo, work = sys.argv[1], sys.argv[2]
