@@ -294,6 +294,8 @@ async function auditView(container) {
   };
   const results = h('div');
   let offset = 0;
+  // The opening load and a Filter click can overlap; only the newest search may fill the table.
+  let newest = 0;
   const query = extra => {
     const params = new URLSearchParams();
     for (const [name, input] of Object.entries(inputs)) {
@@ -304,9 +306,11 @@ async function auditView(container) {
     return params.toString();
   };
   async function load(start) {
+    const search = ++newest;
     offset = start;
     try {
       const events = await api.request(`/api/audit?${query({ limit: PAGE + 1, offset })}`);
+      if (search !== newest) return;
       const page = events.slice(0, PAGE);
       replace(
         results,
@@ -329,7 +333,7 @@ async function auditView(container) {
         ),
       );
     } catch (error) {
-      failure(results, error, 'The audit log could not be read');
+      if (search === newest) failure(results, error, 'The audit log could not be read');
     }
   }
   async function exportAll() {

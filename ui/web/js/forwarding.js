@@ -128,6 +128,8 @@ async function jobsView(container, principal) {
   const mayCancel = principal.permissions.includes('administer');
   let offset = 0;
   let timer = null;
+  // The opening load, a Filter click and the refresh can overlap; only the newest fills the table.
+  let newest = 0;
 
   async function act(job, verb) {
     try {
@@ -139,6 +141,7 @@ async function jobsView(container, principal) {
     }
   }
   async function load(start) {
+    const search = ++newest;
     offset = start;
     clearTimeout(timer);
     const params = new URLSearchParams({ limit: String(PAGE + 1), offset: String(offset) });
@@ -146,6 +149,7 @@ async function jobsView(container, principal) {
     if (study.value.trim()) params.set('study_uid', study.value.trim());
     try {
       const jobs = await api.request(`/api/forwarding-jobs?${params}`);
+      if (search !== newest) return;
       const page = jobs.slice(0, PAGE);
       replace(
         results,
@@ -178,7 +182,7 @@ async function jobsView(container, principal) {
       // Unfinished jobs move on their own: read the page again while one is shown.
       if (page.some(job => !FINISHED.includes(job.state)) && results.isConnected) timer = setTimeout(() => results.isConnected && load(offset), 2000);
     } catch (error) {
-      failure(results, error, 'Jobs could not be listed');
+      if (search === newest) failure(results, error, 'Jobs could not be listed');
     }
   }
   replace(
